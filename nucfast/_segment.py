@@ -151,6 +151,19 @@ def predict(
     return acc / len(_DIHEDRAL)
 
 
+def postprocess_probs(model: SegmentationModel, probs: np.ndarray, postprocess=None) -> np.ndarray:
+    """Instances from network probabilities with the model's post-processing: USE-Net uses the method and
+    thresholds selected on the validation images (weights metadata ``postprocess``; the paper's ridges at
+    0.1 / 0.1 when absent); attention thresholds at 0.5. ``postprocess`` overrides (see segment_image)."""
+    from .postprocess import attention_instances, usenet_instances
+
+    if model.kind == "usenet":
+        if postprocess is not None:
+            return postprocess(probs[0].astype(np.float64), probs[1].astype(np.float64))
+        return usenet_instances(probs[0], probs[1], **(model.meta.get("postprocess") or {}))
+    return (postprocess or attention_instances)(probs[0] > 0.5)
+
+
 def nucleus_table(labels: np.ndarray, rgb: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-nucleus table (columns of equal length): label, area, centroid, bbox, shape descriptors."""
     from skimage.measure import regionprops_table
@@ -182,8 +195,8 @@ def segment_image(
     normalize : apply the model's stain normalisation (fitted target statistics stored with the weights)
     return_table : also return the per-nucleus table (``skimage.measure.regionprops_table`` columns)
     return_probs : also return the network probabilities (numpy, (C, H, W))
-    postprocess : callable replacing the reference post-processing; USE-Net: ``f(p_mask, p_marker)``,
-        attention: ``f(binary)``; both return int labels
+    postprocess : callable replacing the model's post-processing (:func:`postprocess_probs`); USE-Net:
+        ``f(p_mask, p_marker)``, attention: ``f(binary)``; both return int labels
     device : run the network here (default: the tensor's device, else CPU)
     tile : images larger than this on a side run in overlapping tiles
 
@@ -206,16 +219,7 @@ def segment_image(
     if normalize and m.normalizer is not None:
         x = m.normalizer.transform(x)
     probs = predict(m, x, tta=tta, tile=tile).float().cpu().numpy()
-    if m.kind == "usenet":
-        from .postprocess.reference import usenet_instances_reference
-
-        pp = postprocess or usenet_instances_reference
-        labels = pp(probs[0].astype(np.float64), probs[1].astype(np.float64))
-    else:
-        from .postprocess.reference import attention_instances_reference
-
-        pp = postprocess or attention_instances_reference
-        labels = pp(probs[0] > 0.5)
+    labels = postprocess_probs(m, probs, postprocess)
     labels = np.ascontiguousarray(np.asarray(labels), dtype=np.int32)
     out_labels = labels if is_np else torch.from_numpy(labels).to(in_dev)
     out = [out_labels]

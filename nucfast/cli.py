@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .slide.engine import BACKENDS
+
 __all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMAND_REGISTRARS"]
 
 SUBCOMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -204,8 +206,17 @@ def _cmd_demo(args) -> int:
 
 
 def _add_segment_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
-    p.add_argument("--model", default="baseline", help="segmenter name (default: baseline)")
-    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--model",
+        default="usenet",
+        help="usenet (default: the shipped USE-Net), attention, baseline (no learning), a .safetensors file",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="where and with what the network runs (default auto: onnxruntime on a CPU)",
+    )
     p.add_argument("--tile", type=int, default=1024, help="tile core size in working pixels (default 1024)")
     p.add_argument("--workers", type=int, default=1, help="segmentation threads (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -163,18 +163,21 @@ class ReinhardNormalizer:
             setattr(self, k, sd.get(k))
         return self
 
-    def transform(self, image):
-        """Normalise ``image`` (uint8 (H, W, 3) or float (..., 3, H, W)); returns the same kind."""
+    def transform(self, image, *, dtype: torch.dtype = torch.float64):
+        """Normalise ``image`` (uint8 (H, W, 3) or float (..., 3, H, W)); returns the same kind.
+
+        ``dtype``: precision of the colour-space arithmetic (float32 is ~4x faster; the slide engine uses it,
+        the largest difference to float64 is ~1e-5 on [0, 1] values)."""
         if self.target_mean is None:
             raise RuntimeError("ReinhardNormalizer.transform called before fit(target)")
         x, back = _to_float_chw(image, "image")
-        lab = rgb_to_lab(x.to(torch.float64))
+        lab = rgb_to_lab(x.to(dtype))
         if self.source_mean is not None:
-            mu, sd = self.source_mean.to(lab.device), self.source_std.to(lab.device)
+            mu, sd = self.source_mean.to(lab.device, dtype), self.source_std.to(lab.device, dtype)
         else:
             flat = lab.reshape(*lab.shape[:-3], 3, -1)
             mu, sd = flat.mean(-1), flat.std(-1).clamp_min(1e-6)
-        tm, ts = self.target_mean.to(lab.device), self.target_std.to(lab.device)
+        tm, ts = self.target_mean.to(lab.device, dtype), self.target_std.to(lab.device, dtype)
         out = (lab - mu[..., None, None]) / sd[..., None, None] * ts[:, None, None] + tm[:, None, None]
         return back(lab_to_rgb(out).to(x.dtype))
 

@@ -79,12 +79,16 @@ def _usenet_probs(lab: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("name,lab", LABEL_MAPS, ids=[n for n, _ in LABEL_MAPS])
-def test_usenet_instances_equal_reference(name, lab):
+@pytest.mark.parametrize("method,thresholds", [("ridges", (0.1, 0.1)), ("watershed", (0.3, 0.5))])
+def test_usenet_instances_equal_reference(name, lab, method, thresholds):
     pm, pk = _usenet_probs(lab, 7)
-    got = usenet_instances(pm, pk)
-    want = usenet_instances_reference(pm, pk)
+    kw = dict(mask_threshold=thresholds[0], marker_threshold=thresholds[1], method=method)
+    got = usenet_instances(pm, pk, **kw)
+    want = usenet_instances_reference(pm, pk, **kw)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
+    if method == "watershed":  # every foreground pixel of the cleaned mask is labelled, seeded or not
+        assert got.max() > 0 and set(np.unique(got)) == set(range(got.max() + 1))
 
 
 def test_usenet_instances_without_markers_and_float64():
@@ -113,6 +117,8 @@ def test_errors_name_the_argument():
     pm = np.zeros((8, 8), np.float32)
     with pytest.raises(ValueError, match="same shape"):
         usenet_instances(pm, np.zeros((8, 9), np.float32))
+    with pytest.raises(ValueError, match="method"):
+        usenet_instances(pm, pm, method="skiz")
     bad = pm.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="p_marker"):

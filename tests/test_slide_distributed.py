@@ -24,7 +24,7 @@ def slides(tmp_path_factory):
 @pytest.mark.slow  # worker processes import torch: ~40-120 s on this shared machine
 def test_dask_local_cluster_equals_serial(slides, tmp_path):
     distributed = pytest.importorskip("distributed")
-    kw = dict(tile=256, outputs=("table",))
+    kw = dict(tile=256, outputs=("table",), model="baseline")
     serial = segment_slides(slides, [tmp_path / "s" / p.stem for p in slides], **kw)
     with (
         distributed.LocalCluster(
@@ -40,7 +40,8 @@ def test_dask_local_cluster_equals_serial(slides, tmp_path):
         par = segment_slides(slides, [tmp_path / "d" / p.stem for p in slides], client=c, **kw)
         # the CLI's --scheduler runs the same tasks on the cluster at ADDRESS
         rc = cli.main(["segment", *map(str, slides), "-o", str(tmp_path / "cli"), "--tile", "256",
-                       "--outputs", "table", "--scheduler", lc.scheduler_address])  # fmt: skip
+                       "--outputs", "table", "--model", "baseline",
+                       "--scheduler", lc.scheduler_address])  # fmt: skip
         assert rc == 0
     assert [r.slide.name for r in par] == [p.name for p in slides]
     for a, b in zip(serial, par, strict=True):

@@ -30,7 +30,7 @@ from nucfast.slide.engine import WorkingGrid
 from nucfast.synthetic import SyntheticSlide, write_synthetic_slide
 
 ROOT = Path(__file__).resolve().parents[1]
-KW = dict(tile=256, workers=1)
+KW = dict(tile=256, workers=1, model="baseline")  # exact seam tests: the pixel-local baseline
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_seam_free_whole_equals_tiled(slide, run, tmp_path):
     assert (whole_i > 0).sum() > 0.8 * (whole > 0).sum()
     assert _instance_mismatches(whole_i, tiled_i) == 0
     # another tiling (different tile size, more workers) gives the same nuclei
-    other = segment_slide(slide["path"], tmp_path / "o", tile=384, workers=2)
+    other = segment_slide(slide["path"], tmp_path / "o", tile=384, workers=2, model="baseline")
     assert other.model_state == run.model_state  # the slide-level threshold does not depend on tiling
     assert (
         _instance_mismatches(_labels(other).astype(np.int64), tiled.astype(np.int64)) == 0
@@ -183,7 +183,7 @@ KILL_SCRIPT = textwrap.dedent(
     def cb(done, total, nuclei, mp):
         if done == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-    segment_slide(sys.argv[1], sys.argv[2], tile=256, workers=1, progress=cb)
+    segment_slide(sys.argv[1], sys.argv[2], tile=256, workers=1, progress=cb, model="baseline")
     """
 )
 
@@ -222,7 +222,7 @@ def test_resume_after_exception_and_config_mismatch(slide, run, tmp_path):
         segment_slide(slide["path"], out, progress=boom, **KW)
     assert len(list((out / "tiles").glob("*.parquet"))) == 2
     with pytest.raises(ValueError, match="different configuration.*tile"):
-        segment_slide(slide["path"], out, tile=512)
+        segment_slide(slide["path"], out, tile=512, model="baseline")
     res = segment_slide(slide["path"], out, **KW)
     assert res.tiles_skipped == 2 and res.table.equals(run.table)
     shutil.rmtree(out / "labels.zarr")  # committed tiles without their labels are void: all recomputed
@@ -269,7 +269,9 @@ def test_missing_mpp_and_override(tmp_path):
     tifffile.imwrite(p, rgb, tile=(128, 128), photometric="rgb", compression="zlib")
     with pytest.raises(MissingMPPError, match="nompp.tif.*mpp="):
         segment_slide(p, tmp_path / "o")
-    res = segment_slide(p, tmp_path / "o", mpp=0.25, tile=128, tissue=False, outputs=("table",))
+    res = segment_slide(
+        p, tmp_path / "o", mpp=0.25, tile=128, tissue=False, outputs=("table",), model="baseline"
+    )
     assert res.mpp == 0.25 and res.n_nuclei > 5 and "geojson" not in res.paths
 
 

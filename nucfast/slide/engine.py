@@ -446,11 +446,14 @@ def _config(
     }
 
 
+BACKENDS = ("auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt")
+
+
 def segment_slide(
     path,
     out_dir=None,
     *,
-    model="baseline",
+    model="usenet",
     backend: str = "auto",
     tile: int = 1024,
     halo: int | None = None,
@@ -473,11 +476,13 @@ def segment_slide(
     out_dir : str or Path, optional
         Output directory (created). Default: ``<slide stem>.nucfast`` next to the current directory.
     model : str or segmenter
-        ``"baseline"`` (no-learning haematoxylin + attention post-processing), a name registered by
-        ``nucfast.models``, or an object following the protocol of :mod:`nucfast.slide.segmenters`.
-    backend : {"auto", "cpu", "cuda"}
-        Where kernels/models run. ``"auto"`` = CUDA when available. Recorded in the result; the baseline
-        segmenter runs on the CPU.
+        ``"usenet"`` (the shipped USE-Net), ``"attention"``, a ``.safetensors`` weights file, ``"baseline"``
+        (no-learning haematoxylin + attention post-processing), or an object following the protocol of
+        :mod:`nucfast.slide.segmenters`.
+    backend : {"auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt"}
+        Where and with what the network runs (see :class:`nucfast.slide.segmenters.ModelSegmenter`):
+        ``"auto"`` = TensorRT engine / torch on CUDA when a GPU is present, onnxruntime on the CPU. The
+        engine actually used is recorded in the result. The baseline segmenter runs on the CPU.
     tile : int
         Tile core size in working pixels.
     halo : int, optional
@@ -520,11 +525,10 @@ def segment_slide(
 
     t_start = time.perf_counter()
     timing = {k: 0.0 for k in ("open", "tissue", "fit", "decode", "segment", "measure", "write")}
-    if backend not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"backend must be 'auto', 'cpu' or 'cuda', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("backend='cuda' requested but no CUDA device is available")
-    used_backend = "cuda" if (backend == "auto" and torch.cuda.is_available()) or backend == "cuda" else "cpu"
     if int(tile) < 16:
         raise ValueError(f"tile must be >= 16 pixels, got {tile}")
     if int(workers) < 1 or int(queue_size) < 1:
@@ -533,7 +537,8 @@ def segment_slide(
     if bad:
         raise ValueError(f"unknown outputs {sorted(bad)}")
     path = Path(path)
-    seg = get_segmenter(model, **(segmenter_kwargs or {}))
+    seg = get_segmenter(model, backend=backend, **(segmenter_kwargs or {}))
+    used_backend = getattr(seg, "backend", "cuda" if backend == "cuda" else "cpu")
     halo = int(seg.halo if halo is None else halo)
     if halo < 0:
         raise ValueError(f"halo must be >= 0, got {halo}")

@@ -12,6 +12,7 @@ without touching the engine:
 - ``__call__(rgb)`` with ``rgb`` a (h, w, 3) uint8 array -> :class:`TileSegmentation`.
 - optional ``timing`` dict of cumulative seconds per sub-stage (e.g. ``infer``, ``postprocess``).
 
+:class:`ModelSegmenter` runs a trained network (USE-Net, the default, or the attention model);
 :class:`BaselineSegmenter` is the no-learning baseline: haematoxylin by colour deconvolution, one
 slide-level Otsu threshold, then the attention model's post-processing (REFERENCE.md 1, steps 1-4).
 """
@@ -21,10 +22,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TileSegmentation", "BaselineSegmenter", "hed_optical_density", "get_segmenter", "SEGMENTERS"]
+__all__ = [
+    "TileSegmentation",
+    "BaselineSegmenter",
+    "ModelSegmenter",
+    "hed_optical_density",
+    "get_segmenter",
+    "SEGMENTERS",
+]
 
 
 @dataclass
@@ -150,25 +159,185 @@ class BaselineSegmenter:
         return TileSegmentation(labels, scores, hed)
 
 
-SEGMENTERS = {"baseline": BaselineSegmenter}
+class ModelSegmenter:
+    """A trained network on tiles: USE-Net (``"usenet"``, the default model) or the attention model
+    (``"attention"``), or a ``.safetensors`` weights file.
+
+    Per tile: Reinhard normalisation with **slide-level** source statistics (fitted once by :meth:`fit` on
+    the engine's fixed tissue sample, so no value depends on the tiling), inference on the selected
+    backend, then the model's post-processing with the nucfast kernels
+    (:func:`nucfast._segment.postprocess_probs`: for USE-Net the method and thresholds stored with the
+    weights).
+
+    Parameters
+    ----------
+    model : {"usenet", "attention"} or path to weights
+    backend : {"auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt"}
+        ``"auto"``/``"cpu"``/``"cuda"`` choose the device and let :func:`nucfast.engines.select_backend`
+        pick the engine there (TensorRT when an engine is cached, else torch, on a GPU; onnxruntime on the
+        CPU); the other three force that engine.
+    mpp : float
+        Working resolution: 0.25 um/px, the 40x scale of the MoNuSeg training images.
+    halo : int
+        Context each side (working px). The networks see ~100+ px of context, so a nucleus's probabilities
+        depend slightly on how far the tile border is; 96 px keeps tiled results within a few nuclei of
+        whole-image inference (measured in tests/test_slide_models.py and documented in docs/SLIDE.md).
+    tta : average over the 8 flips/rotations (8x the inference cost)
+    threads : onnxruntime intra-op threads (default: torch's)
+
+    Scores: the mean mask probability over each nucleus.
+    """
+
+    def __init__(
+        self,
+        model="usenet",
+        *,
+        backend: str = "auto",
+        mpp: float = 0.25,
+        halo: int = 64,
+        tta: bool = False,
+        threads: int | None = None,
+    ):
+        import torch
+
+        from nucfast._segment import load_model
+        from nucfast.engines import export_onnx, select_backend
+        from nucfast.stain import ReinhardNormalizer
+
+        choices = ("auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt")
+        if backend not in choices:
+            raise ValueError(f"backend must be one of {choices}, got {backend!r}")
+        self.model = load_model(model)
+        self.name = model if isinstance(model, str) and model in ("usenet", "attention") else self.model.kind
+        self.mpp, self.halo, self.tta = float(mpp), int(halo), bool(tta)
+        onnx = None
+        if backend != "torch":  # onnxruntime runs it; TensorRT's engine cache is keyed by it
+            onnx = getattr(self.model, "_onnx", None)
+            if onnx is None:  # exported once per loaded weights (load_model caches the model)
+                onnx = self.model._onnx = export_onnx(self.model.net)
+        if backend in ("auto", "cpu", "cuda"):
+            device = "cpu" if backend == "cpu" or not torch.cuda.is_available() else "cuda"
+            if backend == "cuda" and device != "cuda":
+                raise RuntimeError("backend='cuda' requested but no CUDA device is available")
+            self.engine = select_backend(
+                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads
+            )
+        else:
+            self.engine = select_backend(backend, self.model.net, onnx=onnx, intra_op_threads=threads)
+        self.normalizer = None
+        if self.model.normalizer is not None:
+            st = self.model.normalizer.state_dict()
+            self.normalizer = ReinhardNormalizer().load_state_dict(
+                {"target_mean": st["target_mean"], "target_std": st["target_std"]}
+            )
+        self.timing = {"normalize": 0.0, "infer": 0.0, "postprocess": 0.0}
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return self.engine.name
+
+    def fit(self, samples) -> None:
+        """Slide-level Reinhard source statistics: LAB mean/std over the tissue pixels of ``samples``."""
+        if self.normalizer is None:
+            return
+        import torch
+
+        from nucfast.stain import rgb_to_lab
+
+        labs = []
+        for s in samples:
+            s = np.asarray(s)[..., :3]
+            tissue = torch.from_numpy(s.min(axis=2) < 220)
+            lab = rgb_to_lab(torch.from_numpy(s).permute(2, 0, 1).double() / 255.0)
+            labs.append(lab[:, tissue])
+        v = torch.cat(labs, dim=1) if labs else torch.zeros(3, 0, dtype=torch.float64)
+        if v.shape[1] < 100:
+            raise ValueError("cannot estimate the slide's stain statistics: the tissue sample is empty")
+        self.normalizer.source_mean, self.normalizer.source_std = v.mean(1), v.std(1).clamp_min(1e-6)
+
+    def state(self) -> dict:
+        m = self.model.meta
+        st = {
+            "name": self.name,
+            "kind": self.model.kind,
+            "arch": m.get("arch"),
+            "step": m.get("step"),
+            "postprocess": m.get("postprocess"),
+            "mpp": self.mpp,
+            "halo": self.halo,
+            "tta": self.tta,
+        }
+        if self.normalizer is not None and self.normalizer.source_mean is not None:
+            st["source_mean"] = [round(float(v), 6) for v in self.normalizer.source_mean]
+            st["source_std"] = [round(float(v), 6) for v in self.normalizer.source_std]
+        return st
+
+    def _infer(self, x):
+        import torch
+        import torch.nn.functional as F
+
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 32, (-w) % 32
+        if ph or pw:
+            mode = "reflect" if (ph < h and pw < w) else "replicate"
+            x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+        if not self.tta:
+            return self.engine(x[None])[0, :, :h, :w]
+        from nucfast._segment import _DIHEDRAL, _tf, _tf_inv
+
+        acc = None
+        for k, fl in _DIHEDRAL:
+            p = _tf_inv(self.engine(_tf(x, k, fl).contiguous()[None])[0], k, fl)
+            acc = p if acc is None else acc + p
+        return (acc / len(_DIHEDRAL))[:, :h, :w].to(torch.float32)
+
+    def __call__(self, rgb) -> TileSegmentation:
+        import torch
+
+        from nucfast._segment import postprocess_probs
+
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"tile must be uint8 (h, w, 3), got {rgb.shape} {rgb.dtype}")
+        t0 = time.perf_counter()
+        x = torch.from_numpy(np.require(rgb[..., :3], requirements=["C", "W"])).permute(2, 0, 1) / 255.0
+        if self.normalizer is not None:
+            if self.normalizer.source_mean is None:
+                raise RuntimeError(
+                    "ModelSegmenter: call fit(samples) before segmenting (slide-level stain statistics)"
+                )
+            x = self.normalizer.transform(x, dtype=torch.float32)
+        t1 = time.perf_counter()
+        probs = self._infer(x).float().cpu().numpy()
+        t2 = time.perf_counter()
+        labels = np.ascontiguousarray(postprocess_probs(self.model, probs), dtype=np.int32)
+        n = int(labels.max()) if labels.size else 0
+        cnt = np.bincount(labels.ravel(), minlength=n + 1)
+        tot = np.bincount(labels.ravel(), weights=probs[0].ravel().astype(np.float64), minlength=n + 1)
+        scores = (tot / np.maximum(cnt, 1)).astype(np.float32)
+        t3 = time.perf_counter()
+        with self._lock:
+            self.timing["normalize"] += t1 - t0
+            self.timing["infer"] += t2 - t1
+            self.timing["postprocess"] += t3 - t2
+        return TileSegmentation(labels, scores)
 
 
-def get_segmenter(model, **kwargs):
-    """A segmenter from a name in ``SEGMENTERS`` (or ``nucfast.models`` when installed), or an object."""
-    if not isinstance(model, str):
+SEGMENTERS = {"baseline": BaselineSegmenter, "usenet": ModelSegmenter, "attention": ModelSegmenter}
+
+
+def get_segmenter(model, *, backend: str = "auto", **kwargs):
+    """A segmenter: ``"baseline"``; ``"usenet"`` / ``"attention"`` / a ``.safetensors`` file (a
+    :class:`ModelSegmenter` on ``backend``); or an object following the protocol above (returned as is)."""
+    if not isinstance(model, str | Path):
         if not callable(model) or not hasattr(model, "mpp") or not hasattr(model, "halo"):
             raise TypeError(
                 "model must be a name or a segmenter object (callable with .mpp and .halo attributes)"
             )
         return model
-    if model in SEGMENTERS:
-        return SEGMENTERS[model](**kwargs)
-    try:  # trained models registered by nucfast.models (integrator)
-        from nucfast import models as _models  # type: ignore[attr-defined]
-
-        factory = getattr(_models, "get_tile_segmenter", None)
-        if factory is not None:
-            return factory(model, **kwargs)
-    except ImportError:
-        pass
-    raise ValueError(f"unknown model {model!r}; available: {sorted(SEGMENTERS)}")
+    if model == "baseline":
+        return BaselineSegmenter(**kwargs)
+    if model in SEGMENTERS or str(model).endswith(".safetensors"):
+        return ModelSegmenter(model if model in SEGMENTERS else str(model), backend=backend, **kwargs)
+    raise ValueError(f"unknown model {model!r}; available: {sorted(SEGMENTERS)} or a .safetensors file")

@@ -97,21 +97,49 @@ def predict_probs(
     return out
 
 
-def validate(model, samples, *, postprocess=None) -> dict:
-    """Per-image metrics on whole validation images (USE-Net reference post-processing)."""
-    from ..metrics import all_metrics
-    from ..postprocess.reference import usenet_instances_reference
+# Post-processings tried at every validation; the checkpoint and its post-processing are selected together
+# by mean validation AJI and the winner is stored in the shipped weights' metadata ("postprocess").
+PP_GRID = tuple(
+    {"method": "ridges", "mask_threshold": m, "marker_threshold": k}
+    for m in (0.1, 0.3, 0.5, 0.7)
+    for k in (0.1, 0.5)
+) + tuple(
+    {"method": "watershed", "mask_threshold": m, "marker_threshold": k}
+    for m in (0.2, 0.3, 0.4, 0.5)
+    for k in (0.3, 0.5, 0.7)
+)
+PAPER_PP = PP_GRID[0]  # REFERENCE.md 2: ridges, thresholds 0.1 / 0.1
+SELECTION = "val-aji-over-pp-grid-v1"
 
-    pp = postprocess or usenet_instances_reference
-    per = {}
+
+def validate(model, samples, *, grid=PP_GRID) -> dict:
+    """Validation metrics on whole images: AJI of every post-processing in ``grid`` (the fast nucfast
+    pipelines), then all metrics of the best one (``best_pp``) and of the paper's (``paper``)."""
+    from ..metrics import aji, all_metrics
+    from ..postprocess import usenet_instances
+
+    probs = []
     for s in samples:
         x = torch.from_numpy(s.rgb).permute(2, 0, 1).float() / 255.0
-        p = predict_probs(model, x).numpy().astype(np.float64)
-        lab = pp(p[0], p[1])
-        per[s.name] = all_metrics(s.labels, lab)
+        probs.append(predict_probs(model, x))
+    pairs = list(zip(samples, probs, strict=True))
+    ajis = [
+        float(np.mean([aji(s.labels, usenet_instances(p[0], p[1], **pp)) for s, p in pairs])) for pp in grid
+    ]
+    best_pp = grid[int(np.argmax(ajis))]
     keys = ["aji", "aji_plus", "pq", "dq", "sq", "dice"]
-    mean = {k: float(np.mean([m[k] for m in per.values()])) for k in keys}
-    return {"mean": mean, "per_image": per}
+
+    def metrics(pp):
+        per = {s.name: all_metrics(s.labels, usenet_instances(p[0], p[1], **pp)) for s, p in pairs}
+        return {"mean": {k: float(np.mean([m[k] for m in per.values()])) for k in keys}, "per_image": per}
+
+    res = metrics(best_pp)
+    return {
+        **res,
+        "best_pp": best_pp,
+        "paper": metrics(PAPER_PP)["mean"],
+        "grid": [{**pp, "aji": a} for pp, a in zip(grid, ajis, strict=True)],
+    }
 
 
 def _log(path: Path, rec: dict) -> None:
@@ -157,7 +185,9 @@ def train_usenet(
         meta = load_checkpoint(last, model=model, optimizer=opt)
         step = meta["step"]
         rng.bit_generator.state = meta["np_rng"]
-        best_aji = meta["extra"].get("best_aji", -1.0)
+        # a checkpoint selected under another criterion restarts the selection
+        same = meta["extra"].get("selection") == SELECTION
+        best_aji = meta["extra"].get("best_aji", -1.0) if same else -1.0
         history = meta["extra"].get("history", [])
         wall = meta["extra"].get("wall_seconds", 0.0)
         _log(log, {"event": "resume", "step": step, "best_aji": best_aji})
@@ -180,6 +210,7 @@ def train_usenet(
         return {
             "config": asdict(cfg),
             "best_aji": best_aji,
+            "selection": SELECTION,
             "history": history,
             "wall_seconds": wall,
             "normalizer": {k: v.tolist() for k, v in (normalizer.state_dict() if normalizer else {}).items()},
@@ -191,6 +222,8 @@ def train_usenet(
             "config": model.config,
             "step": step,
             "val": metrics,
+            "postprocess": metrics["best_pp"],
+            "selection": SELECTION,
             "input": "rgb01",
             "norm": cfg.norm,
             "norm_target": cfg.norm_target,
@@ -232,7 +265,8 @@ def train_usenet(
         if do_val and val_set:
             t0 = time.time()
             res = validate(model, val_set)
-            history.append({"step": step, **res["mean"]})
+            paper_aji = res["paper"]["aji"]
+            history.append({"step": step, **res["mean"], "pp": res["best_pp"], "paper_aji": paper_aji})
             improved = res["mean"]["aji"] > best_aji
             if improved:
                 best_aji = res["mean"]["aji"]
@@ -243,6 +277,8 @@ def train_usenet(
                     "event": "val",
                     "step": step,
                     **res["mean"],
+                    "pp": res["best_pp"],
+                    "paper_pp": res["paper"],
                     "best_aji": best_aji,
                     "improved": improved,
                     "val_seconds": round(time.time() - t0, 1),
