@@ -7,7 +7,9 @@ pytest-benchmark (one round each, the slide engine is minutes-scale work):
 Every case records ``extra_info``: megapixels of tissue tiles, MP/s end to end and per stage (decode,
 segment = infer + postprocess, measure, write), threads. ``baseline-reference`` is the no-learning
 baseline with the scipy/scikit-image post-processing (the oracle); ``baseline-nucfast`` is the same with
-the nucfast kernels (identical nuclei).
+the nucfast kernels (identical nuclei); ``usenet-reference`` / ``usenet-nucfast``: the same pair for the
+default model (USE-Net lite on onnxruntime). ``NUCFAST_BENCH_SLIDE=20000`` sets the slide side (default
+2048); ``-k usenet`` selects the model runs.
 
 Peak RSS vs slide size (each size in a fresh subprocess; periodic synthetic slides, a light plug-in
 segmenter so the engine's own memory is what is measured):
@@ -38,7 +40,8 @@ SIZE = int(os.environ.get("NUCFAST_BENCH_SLIDE", "2048"))
 def _record(benchmark, res):
     mp = res.megapixels
     info = {"megapixels": round(mp, 2), "mp_per_s_end_to_end": round(res.mp_per_s, 3), "nuclei": res.n_nuclei}
-    for k in ("decode", "segment", "segment.infer", "segment.postprocess", "measure", "write"):
+    for k in ("decode", "segment", "segment.normalize", "segment.infer", "segment.postprocess", "measure",
+              "write"):  # fmt: skip
         if res.timing.get(k):
             info[f"mp_per_s.{k}"] = round(mp / res.timing[k], 3)
     info["threads"] = os.environ.get("OMP_NUM_THREADS", "default")
@@ -62,6 +65,26 @@ def test_baseline(benchmark, slide, tmp_path, postprocess):
             slide["path"],
             tmp_path / postprocess,
             model=BaselineSegmenter(postprocess=postprocess),
+            resume=False,
+            tile=1024,
+        )
+
+    res = benchmark.pedantic(run, rounds=1, iterations=1)
+    _record(benchmark, res)
+
+
+@pytest.mark.benchmark(group="slide-end-to-end")
+@pytest.mark.parametrize("postprocess", ["reference", "nucfast"])
+def test_usenet(benchmark, slide, tmp_path, postprocess):
+    """The default model (shipped USE-Net lite, onnxruntime on the CPU) with its post-processing by the
+    nucfast kernels or by scipy/scikit-image."""
+    from nucfast.slide import ModelSegmenter
+
+    def run():
+        return segment_slide(
+            slide["path"],
+            tmp_path / postprocess,
+            model=ModelSegmenter("usenet", postprocess=postprocess),
             resume=False,
             tile=1024,
         )

@@ -83,7 +83,7 @@ def test_segment_image_uses_the_selected_postprocessing(image):
     m = load_model("usenet")
     pp = m.meta["postprocess"]
     assert pp["method"] in ("ridges", "watershed")
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
     probs = predict(m, m.normalizer.transform(x)).float().numpy()
     want = usenet_instances(probs[0], probs[1], **pp)
     np.testing.assert_array_equal(postprocess_probs(m, probs), want)
@@ -104,3 +104,12 @@ def test_model_segmenter_errors(image):
         ModelSegmenter("usenet", backend="tpu")
     with pytest.raises(FileNotFoundError, match="no such weights"):
         get_segmenter("missing.safetensors")
+
+
+def test_reference_postprocessing_gives_identical_nuclei(slide, tmp_path):
+    kw = dict(tile=512, tissue=False, outputs=())
+    fast = segment_slide(slide, tmp_path / "f", model=ModelSegmenter("usenet"), **kw)
+    ref = segment_slide(slide, tmp_path / "r", model=ModelSegmenter("usenet", postprocess="reference"), **kw)
+    np.testing.assert_array_equal(_labels(fast), _labels(ref))
+    with pytest.raises(ValueError, match="postprocess"):
+        ModelSegmenter("usenet", postprocess="skimage")

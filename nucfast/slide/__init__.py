@@ -2,7 +2,7 @@
 
 from .engine import DiskFullError, SlideResult, segment_slide
 from .reader import Level, MissingMPPError, SlideReader, SlideReadError, open_slide
-from .segmenters import BaselineSegmenter, TileSegmentation
+from .segmenters import BaselineSegmenter, ModelSegmenter, TileSegmentation
 from .tissue import Tile, tile_grid, tissue_mask
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "DiskFullError",
     "Level",
     "MissingMPPError",
+    "ModelSegmenter",
     "SlideReadError",
     "SlideReader",
     "SlideResult",

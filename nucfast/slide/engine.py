@@ -23,6 +23,12 @@ Pipeline
    ``mode="nearest"`` inside it, so peaks within ~7 px of that box depend on foreground anywhere along
    the slide edge; nuclei within ~15 px of the slide border may therefore be split differently than in a
    whole-image run (test: identical elsewhere; two tilings agree everywhere).
+   With a trained network (``ModelSegmenter``) the probabilities themselves depend on the input window
+   (USE-Net's squeeze-excitation blocks pool over the whole window), so tiled and whole-image nuclei agree
+   closely but not pixel for pixel (measured on a MoNuSeg image: detection F1 > 0.9 between the two, the
+   same AJI against the annotation). Each nucleus is still kept once, by its owner tile; where two kept
+   nuclei of neighbouring tiles overlap by a few pixels, the larger id wins in the label image, whatever
+   the order in which tiles finish (runs are deterministic).
 6. Resumable: each finished tile is committed atomically as ``tiles/NNNNNN.parquet`` (written to a
    temporary name, fsynced, renamed) after its labels are painted into the zarr; a restarted run skips
    committed tiles (their nuclei are read back, never recomputed) and repaints the others idempotently.
@@ -688,7 +694,7 @@ def segment_slide(
                     if patch is not None:
                         pr, pc, arr = patch
                         region = zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]]
-                        np.copyto(region, arr, where=arr != 0)
+                        np.maximum(region, arr, out=region)  # overlaps: larger id wins, any order
                         zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]] = region
                     _write_tile_table(tiles_dir / f"{tl.index:06d}.parquet", cols)
                 except OSError as e:

@@ -184,6 +184,9 @@ class ModelSegmenter:
         whole-image inference (measured in tests/test_slide_models.py and documented in docs/SLIDE.md).
     tta : average over the 8 flips/rotations (8x the inference cost)
     threads : onnxruntime intra-op threads (default: torch's)
+    postprocess : {"nucfast", "reference"}
+        The model's post-processing with the nucfast kernels (default) or the scipy / scikit-image
+        reference of the same steps (benchmarks; identical nuclei).
 
     Scores: the mean mask probability over each nucleus.
     """
@@ -197,6 +200,7 @@ class ModelSegmenter:
         halo: int = 64,
         tta: bool = False,
         threads: int | None = None,
+        postprocess: str = "nucfast",
     ):
         import torch
 
@@ -207,6 +211,9 @@ class ModelSegmenter:
         choices = ("auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt")
         if backend not in choices:
             raise ValueError(f"backend must be one of {choices}, got {backend!r}")
+        if postprocess not in ("nucfast", "reference"):
+            raise ValueError(f"postprocess must be 'nucfast' or 'reference', got {postprocess!r}")
+        self.postprocess = postprocess
         self.model = load_model(model)
         self.name = model if isinstance(model, str) and model in ("usenet", "attention") else self.model.kind
         self.mpp, self.halo, self.tta = float(mpp), int(halo), bool(tta)
@@ -311,7 +318,17 @@ class ModelSegmenter:
         t1 = time.perf_counter()
         probs = self._infer(x).float().cpu().numpy()
         t2 = time.perf_counter()
-        labels = np.ascontiguousarray(postprocess_probs(self.model, probs), dtype=np.int32)
+        pp = None
+        if self.postprocess == "reference":
+            from nucfast.postprocess import reference as ref
+
+            cfg = self.model.meta.get("postprocess") or {}
+            pp = (
+                (lambda pm, pk: ref.usenet_instances_reference(pm, pk, **cfg))
+                if self.model.kind == "usenet"
+                else ref.attention_instances_reference
+            )
+        labels = np.ascontiguousarray(postprocess_probs(self.model, probs, pp), dtype=np.int32)
         n = int(labels.max()) if labels.size else 0
         cnt = np.bincount(labels.ravel(), minlength=n + 1)
         tot = np.bincount(labels.ravel(), weights=probs[0].ravel().astype(np.float64), minlength=n + 1)
