@@ -11,10 +11,11 @@ the nucfast kernels (identical nuclei); ``usenet-reference`` / ``usenet-nucfast`
 default model (USE-Net lite on onnxruntime). ``NUCFAST_BENCH_SLIDE=20000`` sets the slide side (default
 2048); ``-k usenet`` selects the model runs.
 
-Peak RSS vs slide size (each size in a fresh subprocess; periodic synthetic slides, a light plug-in
-segmenter so the engine's own memory is what is measured):
+Peak RSS vs slide size (each size in a fresh subprocess; periodic synthetic slides; by default a light
+plug-in segmenter so the engine's own memory is what is measured, ``--model usenet`` for the default model):
 
-    PYTHONPATH=. python benchmarks/bench_slide.py --rss 4096 10240
+    PYTHONPATH=. python benchmarks/bench_slide.py --rss 10000 40000
+    PYTHONPATH=. python benchmarks/bench_slide.py --rss 10000 --model usenet
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(mode: str, size: int, workdir: str) -> None:
+def _child(mode: str, size: int, workdir: str, model: str) -> None:
     slide = Path(workdir) / "rss.tif"
     t = time.perf_counter()
     if mode == "write":
@@ -134,31 +135,34 @@ def _child(mode: str, size: int, workdir: str) -> None:
             with open("/proc/self/statm") as f:
                 rss_trace.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
 
-        res = segment_slide(
-            slide, Path(workdir) / "out", model=LightSegmenter(), tile=1024, resume=False, progress=progress
-        )
+        seg = LightSegmenter() if model == "light" else model
+        out = Path(workdir) / "out"
+        res = segment_slide(slide, out, model=seg, tile=1024, resume=False, progress=progress)
         q = [rss_trace[min(len(rss_trace) - 1, int(f * len(rss_trace)))] for f in (0.1, 0.5, 1.0)]
         print(json.dumps({"rss_mb_after_10_50_100pct_tiles": [round(v) for v in q]}))
-        print(json.dumps({"size": size, "peak_rss_mb": round(_peak_rss_mb(), 1), "nuclei": res.n_nuclei,
-                          "tiles": res.tiles_total, "megapixels": round(res.megapixels, 1),
+        print(json.dumps({"size": size, "model": model, "peak_rss_mb": round(_peak_rss_mb(), 1),
+                          "nuclei": res.n_nuclei, "tiles": res.tiles_total,
+                          "megapixels": round(res.megapixels, 1),
                           "segment_wall_s": round(res.timing["wall"], 1)}))  # fmt: skip
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--rss", type=int, nargs="+", required=True, help="slide sizes (pixels per side)")
+    ap.add_argument("--model", default="light", help="light (default, a cheap stand-in) or a model name")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        _child(a.child, a.rss[0], a.workdir)
+        _child(a.child, a.rss[0], a.workdir, a.model)
         return
     run = [sys.executable, __file__, "--child"]
     subprocess.run([*run, "import", "--rss", "0", "--workdir", "."], check=True)
     for size in a.rss:
         with tempfile.TemporaryDirectory(prefix="nucfast_rss_") as d:
             for mode in ("write", "segment"):
-                subprocess.run([*run, mode, "--rss", str(size), "--workdir", d], check=True)
+                args = [mode, "--rss", str(size), "--workdir", d, "--model", a.model]
+                subprocess.run([*run, *args], check=True)
 
 
 if __name__ == "__main__":

@@ -356,7 +356,10 @@ def write_synthetic_slide(
         )
         for k in factors
     ]
-    kw = dict(dtype=np.uint8, tile=(tile, tile), compression=comp[compression], photometric="rgb")
+    # metadata=None: no second ImageDescription (tifffile's JSON), which libtiff reports as unsorted tags
+    kw = dict(
+        dtype=np.uint8, tile=(tile, tile), compression=comp[compression], photometric="rgb", metadata=None
+    )
     if compression == "jpeg":
         kw["compressionargs"] = {"level": quality}
         kw["subsampling"] = (1, 1)

@@ -32,9 +32,8 @@ def image():
 @pytest.fixture(scope="module")
 def slide(image, tmp_path_factory):
     p = tmp_path_factory.mktemp("mslide") / "monuseg.tif"
-    tifffile.imwrite(
-        p, image[0], tile=(256, 256), photometric="rgb", description="Aperio Image Library |MPP = 0.25"
-    )
+    desc = "Aperio Image Library |MPP = 0.25"
+    tifffile.imwrite(p, image[0], tile=(256, 256), photometric="rgb", description=desc, metadata=None)
     return p
 
 
