@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +23,15 @@ import torch.nn.functional as F
 
 from ..models.attention import TRANSFORMS, AttentionNet, ScaleClassifier, attention_losses, imagenet_normalize
 from ..stain import ReinhardNormalizer, hed_to_rgb, rgb_to_hed
-from .checkpoint import load_checkpoint, read_metadata, save_checkpoint, save_weights
-from .data import DEFAULT_TARGET, list_names, load_dataset, read_rgb, split_names
+from ._loop import Run, RunConfig, add_config_arguments, config_from_args
+from .checkpoint import save_weights
+from .data import load_dataset, read_rgb
 
 __all__ = ["AttentionConfig", "MWSISampler", "train_attention", "validate_attention", "tissue_fraction"]
 
 
 @dataclass
-class AttentionConfig:
-    data: str
-    out: str
+class AttentionConfig(RunConfig):
     width: int = 32
     g_width: int = 32
     steps: int = 4000
@@ -40,18 +39,11 @@ class AttentionConfig:
     crop: int = 128
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    seed: int = 0
-    n_val: int = 6
     val_every: int = 250
     ckpt_every: int = 50
-    log_every: int = 10
-    threads: int = 1
     scale_equivariance: bool = False
     pseudo_weight: float = 0.0
     hed_sigma: float = 0.03
-    norm_target: str = DEFAULT_TARGET
-    val_names: list[str] = field(default_factory=list)
-    train_names: list[str] = field(default_factory=list)
 
 
 def tissue_fraction(x01: torch.Tensor, sat_threshold: float = 0.07) -> float:
@@ -124,13 +116,6 @@ def validate_attention(net: AttentionNet, samples) -> dict:
     return {"mean": {k: float(np.mean([m[k] for m in per.values()])) for k in keys}, "per_image": per}
 
 
-def _log(path: Path, rec: dict) -> None:
-    line = json.dumps(rec)
-    print(line, flush=True)
-    with open(path, "a") as f:
-        f.write(line + "\n")
-
-
 class _Both(torch.nn.Module):
     def __init__(self, f, g):
         super().__init__()
@@ -142,14 +127,7 @@ def train_attention(
 ):
     """Train (or resume) F and G. Writes ``last.safetensors``, ``best.safetensors`` (F only, best val AJI),
     ``log.jsonl`` under ``cfg.out``."""
-    torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log, last, best = out / "log.jsonl", out / "last.safetensors", out / "best.safetensors"
-    names = list_names(cfg.data)
-    cfg.train_names, cfg.val_names = split_names(
-        names, n_val=cfg.n_val, seed=cfg.seed, keep_in_train=(cfg.norm_target,)
-    )
+    run = Run(cfg, max_seconds=max_seconds, stop_at_step=stop_at_step)
     torch.manual_seed(cfg.seed)
     net = AttentionNet(width=cfg.width)
     g = cfg.g_width
@@ -157,21 +135,13 @@ def train_attention(
     both = _Both(net, clf)
     opt = torch.optim.Adam(both.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    step, best_aji, history, wall = 0, -1.0, [], 0.0
-    if last.exists():
-        old = read_metadata(last)["extra"].get("config", {})
-        for k in ("width", "g_width", "seed", "n_val"):
-            if k in old and old[k] != getattr(cfg, k):
-                raise ValueError(
-                    f"resume: --{k.replace('_', '-')}={getattr(cfg, k)!r} but the checkpoint has {old[k]!r}"
-                )
-        meta = load_checkpoint(last, model=both, optimizer=opt)
-        step, history = meta["step"], meta["extra"].get("history", [])
-        best_aji, wall = meta["extra"].get("best_aji", -1.0), meta["extra"].get("wall_seconds", 0.0)
-        rng.bit_generator.state = meta["np_rng"]
-        _log(log, {"event": "resume", "step": step, "best_aji": best_aji})
+    step, old = run.resume(both, opt, rng, must_match=("width", "g_width", "seed", "n_val"))
+    history, best_aji = old.get("history", []), old.get("best_aji", -1.0)
+    wall = old.get("wall_seconds", 0.0)
+    if step:
+        run.log({"event": "resume", "step": step, "best_aji": best_aji})
     else:
-        _log(log, {"event": "start", "config": asdict(cfg)})
+        run.log({"event": "start", "config": asdict(cfg)})
     normalizer = ReinhardNormalizer().fit(read_rgb(Path(cfg.data) / f"{cfg.norm_target}.png"))
     raw = load_dataset(cfg.data, cfg.train_names)
     pseudo = None
@@ -188,9 +158,9 @@ def train_attention(
     def extra():
         return {"config": asdict(cfg), "best_aji": best_aji, "history": history, "wall_seconds": wall}
 
-    t_start = t_last = time.time()
-    run: dict[str, float] = {}
-    n_run = 0
+    t_last = time.time()
+    acc: dict[str, float] = {}
+    n_acc = 0
     while step < cfg.steps:
         both.train()
         x, y, p = sampler.sample(rng, cfg.per_mag)
@@ -213,22 +183,21 @@ def train_attention(
         step += 1
         parts["loss"] = float(loss.detach())
         for k, v in parts.items():
-            run[k] = run.get(k, 0.0) + v
-        n_run += 1
+            acc[k] = acc.get(k, 0.0) + v
+        n_acc += 1
         now = time.time()
         wall += now - t_last
         t_last = now
         if step % cfg.log_every == 0:
-            _log(
-                log,
+            run.log(
                 {
                     "step": step,
-                    **{k: v / n_run for k, v in run.items()},
+                    **{k: v / n_acc for k, v in acc.items()},
                     "tau": float(net.head.running_tau),
                     "wall": round(wall, 1),
                 },
             )
-            run, n_run = {}, 0
+            acc, n_acc = {}, 0
         if cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.steps) and val_set:
             res = validate_attention(net, val_set)
             history.append({"step": step, **res["mean"]})
@@ -249,60 +218,19 @@ def train_attention(
                     "wall_seconds": wall,
                     "pseudo_weight": cfg.pseudo_weight,
                 }
-                save_weights(best, net, metadata=meta, half=False)
-            _log(
-                log, {"event": "val", "step": step, **res["mean"], "best_aji": best_aji, "improved": improved}
-            )
+                save_weights(run.best, net, metadata=meta, half=False)
+            run.log({"event": "val", "step": step, **res["mean"], "best_aji": best_aji, "improved": improved})
             t_last = time.time()
-        stop = (max_seconds is not None and time.time() - t_start > max_seconds) or (
-            stop_at_step is not None and step >= stop_at_step
-        )
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            save_checkpoint(
-                last,
-                model=both,
-                optimizer=opt,
-                step=step,
-                np_rng_state=rng.bit_generator.state,
-                extra=extra(),
-            )
-        if stop:
+        if run.checkpoint_or_stop(step, both, opt, rng, extra()):
             break
-    return {"step": step, "best_aji": best_aji, "history": history, "out": str(out)}
+    return {"step": step, "best_aji": best_aji, "history": history, "out": str(run.out)}
 
 
 def add_attention_arguments(p) -> None:
-    d = AttentionConfig(data="", out="")
-    p.add_argument("--data", required=True, help="directory of NAME.png (+ NAME_inst.tif for validation)")
-    p.add_argument("--out", required=True, help="run directory; resumes if last.safetensors exists")
-    for name in (
-        "width",
-        "g_width",
-        "steps",
-        "per_mag",
-        "crop",
-        "lr",
-        "weight_decay",
-        "seed",
-        "n_val",
-        "val_every",
-        "ckpt_every",
-        "log_every",
-        "threads",
-        "pseudo_weight",
-        "hed_sigma",
-        "norm_target",
-    ):
-        v = getattr(d, name)
-        p.add_argument("--" + name.replace("_", "-"), type=type(v), default=v, help=f"default {v}")
-    p.add_argument(
-        "--scale-equivariance", action="store_true", help="add the optional scale equivariance loss"
-    )
-    p.add_argument("--max-seconds", type=float, default=None)
+    add_config_arguments(p, AttentionConfig)
 
 
 def run_attention_cli(args) -> int:
-    kw = {k: getattr(args, k) for k in AttentionConfig.__dataclass_fields__ if hasattr(args, k)}
-    res = train_attention(AttentionConfig(**kw), max_seconds=args.max_seconds)
+    res = train_attention(config_from_args(AttentionConfig, args), max_seconds=args.max_seconds)
     print(json.dumps({k: v for k, v in res.items() if k != "history"}))
     return 0

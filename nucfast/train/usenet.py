@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +18,15 @@ import torch.nn.functional as F
 
 from ..models.usenet import build_usenet
 from ..stain import ReinhardNormalizer
-from .checkpoint import load_checkpoint, read_metadata, save_checkpoint, save_weights
-from .data import DEFAULT_TARGET, CropSampler, list_names, load_dataset, read_rgb, split_names
+from ._loop import Run, RunConfig, add_config_arguments, config_from_args
+from .checkpoint import save_weights
+from .data import CropSampler, load_dataset, read_rgb
 
 __all__ = ["UsenetConfig", "train_usenet", "usenet_loss", "predict_probs", "validate"]
 
 
 @dataclass
-class UsenetConfig:
-    data: str
-    out: str
+class UsenetConfig(RunConfig):
     arch: str = "lite"
     steps: int = 20000
     batch: int = 4
@@ -35,17 +34,8 @@ class UsenetConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup: int = 300
-    seed: int = 0
-    n_val: int = 6
-    val_every: int = 500
-    ckpt_every: int = 100
-    log_every: int = 10
-    threads: int = 1
     norm: str = "reinhard"
-    norm_target: str = DEFAULT_TARGET
     max_rot: float = 25.0
-    val_names: list[str] = field(default_factory=list)  # filled in by the split
-    train_names: list[str] = field(default_factory=list)
 
 
 def usenet_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -142,13 +132,6 @@ def validate(model, samples, *, grid=PP_GRID) -> dict:
     }
 
 
-def _log(path: Path, rec: dict) -> None:
-    line = json.dumps(rec)
-    print(line, flush=True)
-    with open(path, "a") as f:
-        f.write(line + "\n")
-
-
 def train_usenet(
     cfg: UsenetConfig, *, max_seconds: float | None = None, stop_at_step: int | None = None
 ) -> dict:
@@ -158,44 +141,22 @@ def train_usenet(
     ``max_seconds`` / ``stop_at_step`` end this call early (with a checkpoint) without changing the
     schedule, which depends on ``cfg.steps`` only, so a resumed run is identical to an uninterrupted one.
     """
-    torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "log.jsonl"
-    last, best = out / "last.safetensors", out / "best.safetensors"
-
-    names = list_names(cfg.data)
-    train_names, val_names = split_names(
-        names, n_val=cfg.n_val, seed=cfg.seed, keep_in_train=(cfg.norm_target,)
-    )
-    cfg.train_names, cfg.val_names = train_names, val_names
+    run = Run(cfg, max_seconds=max_seconds, stop_at_step=stop_at_step)
+    train_names, val_names = cfg.train_names, cfg.val_names
 
     torch.manual_seed(cfg.seed)
     model = build_usenet(cfg.arch).to(memory_format=torch.channels_last)  # ~10% faster convs on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    step, best_aji, history, wall = 0, -1.0, [], 0.0
-    if last.exists():
-        old = read_metadata(last)["extra"].get("config", {})
-        for k in ("arch", "seed", "n_val", "norm", "norm_target", "data"):
-            if k in old and old[k] != getattr(cfg, k) and k != "data":
-                raise ValueError(
-                    f"resume: --{k.replace('_', '-')}={getattr(cfg, k)!r} but the checkpoint has {old[k]!r}"
-                )
-        meta = load_checkpoint(last, model=model, optimizer=opt)
-        step = meta["step"]
-        rng.bit_generator.state = meta["np_rng"]
-        # a checkpoint selected under another criterion restarts the selection
-        same = meta["extra"].get("selection") == SELECTION
-        best_aji = meta["extra"].get("best_aji", -1.0) if same else -1.0
-        history = meta["extra"].get("history", [])
-        wall = meta["extra"].get("wall_seconds", 0.0)
-        _log(log, {"event": "resume", "step": step, "best_aji": best_aji})
+    step, old = run.resume(model, opt, rng, must_match=("arch", "seed", "n_val", "norm", "norm_target"))
+    # a checkpoint selected under another criterion restarts the selection
+    best_aji = old.get("best_aji", -1.0) if old.get("selection") == SELECTION else -1.0
+    history, wall = old.get("history", []), old.get("wall_seconds", 0.0)
+    if step:
+        run.log({"event": "resume", "step": step, "best_aji": best_aji})
     else:
-        _log(
-            log,
-            {"event": "start", "config": asdict(cfg), "params": sum(p.numel() for p in model.parameters())},
-        )
+        n_params = sum(p.numel() for p in model.parameters())
+        run.log({"event": "start", "config": asdict(cfg), "params": n_params})
 
     normalizer = None
     if cfg.norm == "reinhard":
@@ -233,9 +194,8 @@ def train_usenet(
             "val_names": val_names,
         }
 
-    t_start = time.time()
     t_last = time.time()
-    run = {"loss": 0.0, "bce": 0.0, "dice_mask": 0.0, "dice_marker": 0.0, "n": 0}
+    acc = {"loss": 0.0, "bce": 0.0, "dice_mask": 0.0, "dice_marker": 0.0, "n": 0}
     while step < cfg.steps:
         model.train()
         lr = _lr_at(step, cfg)
@@ -250,17 +210,17 @@ def train_usenet(
         loss.backward()
         opt.step()
         step += 1
-        run["loss"] += float(loss.detach())
+        acc["loss"] += float(loss.detach())
         for k, v in parts.items():
-            run[k] += v
-        run["n"] += 1
+            acc[k] += v
+        acc["n"] += 1
         now = time.time()
         wall += now - t_last
         t_last = now
         if step % cfg.log_every == 0:
-            n = run.pop("n")
-            _log(log, {"step": step, "lr": lr, **{k: v / n for k, v in run.items()}, "wall": round(wall, 1)})
-            run = {k: 0.0 for k in run} | {"n": 0}
+            n = acc.pop("n")
+            run.log({"step": step, "lr": lr, **{k: v / n for k, v in acc.items()}, "wall": round(wall, 1)})
+            acc = {k: 0.0 for k in acc} | {"n": 0}
         do_val = cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.steps)
         if do_val and val_set:
             t0 = time.time()
@@ -270,9 +230,8 @@ def train_usenet(
             improved = res["mean"]["aji"] > best_aji
             if improved:
                 best_aji = res["mean"]["aji"]
-                save_weights(best, model, metadata=ship_meta(res), half=False)
-            _log(
-                log,
+                save_weights(run.best, model, metadata=ship_meta(res), half=False)
+            run.log(
                 {
                     "event": "val",
                     "step": step,
@@ -285,55 +244,17 @@ def train_usenet(
                 },
             )
             t_last = time.time()
-        stop = (max_seconds is not None and time.time() - t_start > max_seconds) or (
-            stop_at_step is not None and step >= stop_at_step
-        )
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            save_checkpoint(
-                last,
-                model=model,
-                optimizer=opt,
-                step=step,
-                np_rng_state=rng.bit_generator.state,
-                extra=extra(),
-            )
-        if stop:
+        if run.checkpoint_or_stop(step, model, opt, rng, extra()):
             break
-    return {"step": step, "best_aji": best_aji, "history": history, "out": str(out)}
+    return {"step": step, "best_aji": best_aji, "history": history, "out": str(run.out)}
 
 
 def add_usenet_arguments(p) -> None:
-    d = UsenetConfig(data="", out="")
-    p.add_argument("--data", required=True, help="directory of NAME.png + NAME_inst.tif")
-    p.add_argument(
-        "--out", required=True, help="run directory (checkpoints, log); resumes if last.safetensors exists"
-    )
-    for name in (
-        "arch",
-        "steps",
-        "batch",
-        "crop",
-        "lr",
-        "weight_decay",
-        "warmup",
-        "seed",
-        "n_val",
-        "val_every",
-        "ckpt_every",
-        "log_every",
-        "threads",
-        "norm",
-        "norm_target",
-        "max_rot",
-    ):
-        v = getattr(d, name)
-        p.add_argument("--" + name.replace("_", "-"), type=type(v), default=v, help=f"default {v}")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop (with a checkpoint) after this long")
+    add_config_arguments(p, UsenetConfig)
 
 
 def run_usenet_cli(args) -> int:
-    kw = {k: getattr(args, k) for k in UsenetConfig.__dataclass_fields__ if hasattr(args, k)}
-    cfg = UsenetConfig(**kw)
+    cfg = config_from_args(UsenetConfig, args)
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     res = train_usenet(cfg, max_seconds=args.max_seconds)
     print(json.dumps({k: v for k, v in res.items() if k != "history"}))
