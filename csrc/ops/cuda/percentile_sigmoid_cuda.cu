@@ -12,27 +12,13 @@
 
 #include "../../kernels/percentile_sigmoid.h"
 #include "cuda_exec.cuh"
+#include "ops/cpu/percentile_sigmoid_args.h"
 
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits, double p, double r,
                                                 const std::optional<at::Tensor>& tau) {
-  TORCH_CHECK_VALUE(logits.dim() >= 1, "logits must have a leading batch dimension, got a 0-dim tensor");
-  TORCH_CHECK_TYPE(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
-                   "logits must be float32 or float64, got ", logits.scalar_type());
-  TORCH_CHECK_VALUE(logits.size(0) >= 1, "logits must hold at least one image, got shape ", logits.sizes());
-  TORCH_CHECK_VALUE(logits.numel() >= 1, "logits must hold at least one element per image, got shape ",
-                    logits.sizes());
-  TORCH_CHECK_VALUE(p >= 0.0 && p < 1.0, "p must be in [0, 1), got ", p);
-  at::Tensor tau_in;
-  if (tau.has_value()) {
-    TORCH_CHECK_VALUE(tau->numel() == 1, "tau must hold exactly one value, got shape ", tau->sizes());
-    TORCH_CHECK_TYPE(tau->scalar_type() == logits.scalar_type(), "tau must have the dtype of logits (",
-                     logits.scalar_type(), "), got ", tau->scalar_type());
-    TORCH_CHECK_VALUE(tau->device() == logits.device(), "tau is on ", tau->device(), " but logits is on ",
-                      logits.device());
-    tau_in = tau->reshape({}).contiguous();
-  }
+  const at::Tensor tau_in = nf::psig::check_forward_args(logits, p, tau);
   const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor x = logits.contiguous();
   const int64_t b_count = x.size(0), n = x.numel() / b_count;
@@ -52,12 +38,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits, double
 }
 
 at::Tensor backward_cuda(const at::Tensor& grad, const at::Tensor& a, double r) {
-  TORCH_CHECK_VALUE(grad.sizes() == a.sizes(), "grad_A has shape ", grad.sizes(), " but A has shape ", a.sizes());
-  TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
-                   "A must be float32 or float64, got ", a.scalar_type());
-  TORCH_CHECK_TYPE(grad.scalar_type() == a.scalar_type(), "grad_A must have the dtype of A (", a.scalar_type(),
-                   "), got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.device() == a.device(), "grad_A is on ", grad.device(), " but A is on ", a.device());
+  nf::psig::check_backward_args(grad, a);
   const c10::cuda::CUDAGuard guard(a.device());
   const at::Tensor g = grad.contiguous(), ac = a.contiguous();
   at::Tensor out = at::empty_like(ac);
