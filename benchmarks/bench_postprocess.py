@@ -41,10 +41,14 @@ def test_attention_pipeline(benchmark, size, impl):
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("impl", ["nucfast", "reference"])
-def test_usenet_pipeline(benchmark, size, impl):
-    benchmark.group = f"USE-Net post-processing {size}x{size}"
+@pytest.mark.parametrize("method", ["ridges", "watershed"])
+def test_usenet_pipeline(benchmark, size, impl, method):
+    """``ridges``: the paper's thresholds 0.1 / 0.1; ``watershed``: nucfast's method at 0.4 / 0.7."""
+    benchmark.group = f"USE-Net post-processing ({method}) {size}x{size}"
     pm, pk = _usenet_inputs(size)
+    kw = {"method": method} if method == "ridges" else {"method": method, "mask_threshold": 0.4,
+                                                         "marker_threshold": 0.7}  # fmt: skip
     fn = usenet_instances if impl == "nucfast" else usenet_instances_reference
-    out = benchmark.pedantic(fn, args=(pm, pk), rounds=3 if size > 2000 else 7, warmup_rounds=1)
+    out = benchmark.pedantic(fn, args=(pm, pk), kwargs=kw, rounds=3 if size > 2000 else 7, warmup_rounds=1)
     if impl == "nucfast":
-        np.testing.assert_array_equal(out, usenet_instances_reference(pm, pk))
+        np.testing.assert_array_equal(out, usenet_instances_reference(pm, pk, **kw))
