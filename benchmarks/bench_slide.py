@@ -53,8 +53,9 @@ def _record(benchmark, res):
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench_slide")
+    period = 2048 if SIZE > 8192 else None  # big slides repeat one rendered patch (written in minutes)
     return write_synthetic_slide(
-        d / "bench.tif", (SIZE, SIZE), seed=3, tissue_fraction=0.8, ground_truth=False
+        d / "bench.tif", (SIZE, SIZE), seed=3, tissue_fraction=0.8, ground_truth=False, period=period
     )
 
 
