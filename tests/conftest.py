@@ -52,3 +52,20 @@ def real_or_synthetic_masks(limit: int = 4) -> list[tuple[str, np.ndarray]]:
     if names:
         return [(n, load_monuseg_labels(n) > 0) for n in names]
     return [(f"synthetic{s}", synthetic_labels(s) > 0) for s in range(limit)]
+
+
+def write_tiny_dataset(d: Path, *, size: int, n: int, count: int = 3) -> Path:
+    """A MoNuSeg-layout directory (``imgK.png`` + ``imgK_inst.tif``) of ``count`` small synthetic H&E-like
+    images with ``n`` nuclei each, for training smoke tests."""
+    import tifffile
+    from PIL import Image
+
+    for i in range(count):
+        lab = synthetic_labels(i, shape=(size, size), n=n).astype(np.uint16)
+        rgb = np.empty((size, size, 3), np.uint8)
+        rgb[...] = (235, 195, 225)
+        rgb[lab > 0] = (90, 60, 150)
+        rgb = np.clip(rgb + np.random.default_rng(i).normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(d / f"img{i}.png")
+        tifffile.imwrite(d / f"img{i}_inst.tif", lab)
+    return d

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tifffile
 import torch
-from conftest import synthetic_labels
+from conftest import write_tiny_dataset
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -85,16 +84,7 @@ def test_mwsi_sampler_and_tissue_filter():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("adata")
-    for i in range(3):
-        lab = synthetic_labels(i, shape=(64, 64), n=10).astype(np.uint16)
-        rgb = np.empty((64, 64, 3), np.uint8)
-        rgb[...] = (235, 190, 225)
-        rgb[lab > 0] = (90, 60, 150)
-        rgb = np.clip(rgb + np.random.default_rng(i).normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(rgb).save(d / f"img{i}.png")
-        tifffile.imwrite(d / f"img{i}_inst.tif", lab)
-    return d
+    return write_tiny_dataset(tmp_path_factory.mktemp("adata"), size=64, n=10)
 
 
 def _cfg(d, out, **kw):

@@ -6,10 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import tifffile
 import torch
-from conftest import synthetic_labels
-from PIL import Image
+from conftest import write_tiny_dataset
 from safetensors.torch import load_file
 
 from nucfast.train.checkpoint import load_weights
@@ -18,17 +16,7 @@ from nucfast.train.usenet import UsenetConfig, train_usenet
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    for i in range(3):
-        lab = synthetic_labels(i, shape=(72, 72), n=12).astype(np.uint16)
-        rng = np.random.default_rng(i)
-        rgb = np.empty((72, 72, 3), np.uint8)
-        rgb[...] = (235, 200, 225)
-        rgb[lab > 0] = (90, 60, 150)
-        rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(rgb).save(d / f"img{i}.png")
-        tifffile.imwrite(d / f"img{i}_inst.tif", lab)
-    return d
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"), size=72, n=12)
 
 
 def _cfg(data_dir, out, **kw):
