@@ -179,9 +179,10 @@ class ModelSegmenter:
     mpp : float
         Working resolution: 0.25 um/px, the 40x scale of the MoNuSeg training images.
     halo : int
-        Context each side (working px). The networks see ~100+ px of context, so a nucleus's probabilities
-        depend slightly on how far the tile border is; 96 px keeps tiled results within a few nuclei of
-        whole-image inference (measured in tests/test_slide_models.py and documented in docs/SLIDE.md).
+        Context each side (working px): the largest nucleus plus the post-processing's reach, as for the
+        baseline. The network's output also depends on the whole input window (squeeze-excitation), so
+        tiled results agree closely, not exactly, with whole-image inference; a wider halo barely changes
+        that (measured for 32-128 px, docs/SLIDE.md).
     tta : average over the 8 flips/rotations (8x the inference cost)
     threads : onnxruntime intra-op threads (default: torch's)
     postprocess : {"nucfast", "reference"}
