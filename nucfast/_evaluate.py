@@ -33,7 +33,8 @@ def evaluate(
 
     Parameters
     ----------
-    model : built-in name, ``.safetensors`` path or loaded model (see :func:`nucfast.segment_image`)
+    model : built-in name, ``.safetensors`` path or loaded model (see :func:`nucfast.segment_image`), or
+        ``"baseline"`` (the no-learning baseline, with the shipped USE-Net's validation split)
     data_dir : directory of ``NAME.png`` + ``NAME_inst.tif``
     names : restrict to these image names
     subset : ``"all"``, ``"val"`` or ``"train"``: the split stored with the weights (``val_names``)
@@ -57,6 +58,11 @@ def evaluate(
     all_names = list_names(data_dir)
     val_names: set[str] = set()
     m = None
+    if predictor is None and model == "baseline":  # no weights: the split of the shipped USE-Net
+        from .baseline import haematoxylin_baseline
+
+        predictor = haematoxylin_baseline
+        val_names = set(load_model("usenet").meta.get("val_names", []))
     if predictor is None:
         m = load_model(model)
         val_names = set(m.meta.get("val_names", []))
@@ -114,7 +120,9 @@ def evaluate(
 
 
 def add_evaluate_arguments(p) -> None:
-    p.add_argument("--model", default="usenet", help="usenet | attention | path/to/weights.safetensors")
+    p.add_argument(
+        "--model", default="usenet", help="usenet | attention | baseline | path/to/weights.safetensors"
+    )
     p.add_argument("--data", required=True, help="directory of NAME.png + NAME_inst.tif")
     p.add_argument("--subset", default="all", choices=("all", "val", "train"))
     p.add_argument("--tta", action="store_true", help="8-fold flip/rotation test-time augmentation")

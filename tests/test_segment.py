@@ -118,6 +118,9 @@ def test_evaluate_writes_csv_json(weights, tmp_path):
     it = iter(gts.values())
     perfect = evaluate(data_dir=d, predictor=lambda rgb: next(it), file=io.StringIO())
     assert perfect["mean"]["all"]["aji"] == 1.0
+    # the no-learning baseline by name (CLI: --model baseline); images outside the shipped split are "train"
+    base = evaluate("baseline", d, file=io.StringIO())
+    assert [r["split"] for r in base["rows"]] == ["train", "train"] and base["mean"]["all"]["aji"] > 0.3
 
 
 def test_baseline_finds_dark_blobs():
