@@ -178,11 +178,13 @@ class ModelSegmenter:
         CPU); the other three force that engine.
     mpp : float
         Working resolution: 0.25 um/px, the 40x scale of the MoNuSeg training images.
-    halo : int
-        Context each side (working px): the largest nucleus plus the post-processing's reach, as for the
-        baseline. The network's output also depends on the whole input window (squeeze-excitation), so
-        tiled results agree closely, not exactly, with whole-image inference; a wider halo barely changes
-        that (measured for 32-128 px, docs/SLIDE.md).
+    halo : int, optional
+        Context each side (working px). USE-Net: 64, the largest nucleus plus the post-processing's reach,
+        as for the baseline; its output also depends on the whole input window (squeeze-excitation), so
+        tiled results agree closely, not exactly, with whole-image inference, and a wider halo barely
+        changes that (measured for 32-128 px, docs/SLIDE.md). Attention: 160 = largest nucleus (44) + the
+        network's receptive-field radius (83) + the post-processing's reach (~20, rounded up): the network
+        is local, so every nucleus touching a core is computed exactly as in a whole-image run.
     tta : average over the 8 flips/rotations (8x the inference cost)
     threads : onnxruntime intra-op threads (default: torch's)
     postprocess : {"nucfast", "reference"}
@@ -198,7 +200,7 @@ class ModelSegmenter:
         *,
         backend: str = "auto",
         mpp: float = 0.25,
-        halo: int = 64,
+        halo: int | None = None,
         tta: bool = False,
         threads: int | None = None,
         postprocess: str = "nucfast",
@@ -217,6 +219,8 @@ class ModelSegmenter:
         self.postprocess = postprocess
         self.model = load_model(model)
         self.name = model if isinstance(model, str) and model in ("usenet", "attention") else self.model.kind
+        if halo is None:
+            halo = 160 if self.model.kind == "attention" else 64
         self.mpp, self.halo, self.tta = float(mpp), int(halo), bool(tta)
         onnx = None
         if backend != "torch":  # onnxruntime runs it; TensorRT's engine cache is keyed by it
