@@ -259,7 +259,7 @@ class ModelSegmenter:
 
         labs = []
         for s in samples:
-            s = np.asarray(s)[..., :3]
+            s = np.require(np.asarray(s)[..., :3], requirements=["C", "W"])
             tissue = torch.from_numpy(s.min(axis=2) < 220)
             lab = rgb_to_lab(torch.from_numpy(s).permute(2, 0, 1).double() / 255.0)
             labs.append(lab[:, tissue])
