@@ -45,6 +45,9 @@ def _record(benchmark, res):
               "write"):  # fmt: skip
         if res.timing.get(k):
             info[f"mp_per_s.{k}"] = round(mp / res.timing[k], 3)
+    for k in ("tissue", "fit", "table", "geojson", "zarr_pyramid", "overlay", "wall"):  # seconds
+        if k in res.timing:
+            info[f"seconds.{k}"] = round(res.timing[k], 1)
     info["threads"] = os.environ.get("OMP_NUM_THREADS", "default")
     benchmark.extra_info.update(info)
     print(json.dumps(info))
