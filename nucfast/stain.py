@@ -166,8 +166,8 @@ class ReinhardNormalizer:
     def transform(self, image, *, dtype: torch.dtype = torch.float64):
         """Normalise ``image`` (uint8 (H, W, 3) or float (..., 3, H, W)); returns the same kind.
 
-        ``dtype``: precision of the colour-space arithmetic (float32 is ~4x faster; the slide engine uses it,
-        the largest difference to float64 is ~1e-5 on [0, 1] values)."""
+        ``dtype``: precision of the colour-space arithmetic (float32 is ~4x faster; the slide engine uses it;
+        it differs from float64 by < 1e-5 on [0, 1] values, tested)."""
         if self.target_mean is None:
             raise RuntimeError("ReinhardNormalizer.transform called before fit(target)")
         x, back = _to_float_chw(image, "image")

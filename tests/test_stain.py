@@ -76,6 +76,11 @@ def test_reinhard_properties(source, target):
     assert ob.dtype == torch.float32 and ob.shape == xb.shape
     # per-image statistics in a batch: item 0 equals the unbatched result
     np.testing.assert_allclose(ob[0].double().numpy(), n.transform(_chw(source)).numpy(), atol=1e-5)
+    # float32 arithmetic (the slide engine's) with frozen source statistics stays within 1e-5 of float64
+    n.fit_source(source)
+    x = _chw(source).float()
+    f64, f32 = n.transform(x), n.transform(x, dtype=torch.float32)
+    assert f32.dtype == torch.float32 and float((f64 - f32).abs().max()) < 1e-5
 
 
 def _fast(cls):

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from .reader import SlideReader, open_slide
-from .segmenters import TileSegmentation, get_segmenter, hed_optical_density
+from .segmenters import BACKENDS, TileSegmentation, get_segmenter, hed_optical_density
 from .tissue import Tile, tile_grid, tissue_mask
 
 __all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid"]
@@ -450,9 +450,6 @@ def _config(
         "halo": halo,
         "model": state,
     }
-
-
-BACKENDS = ("auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt")
 
 
 def segment_slide(

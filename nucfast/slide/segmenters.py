@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 
+#: ``backend=`` values of the slide engine: a device (the engine picked by ``select_backend``) or an engine.
+BACKENDS = ("auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt")
+
+
 @dataclass
 class TileSegmentation:
     """Result of a segmenter on one tile.
@@ -211,9 +215,8 @@ class ModelSegmenter:
         from nucfast.engines import export_onnx, select_backend
         from nucfast.stain import ReinhardNormalizer
 
-        choices = ("auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt")
-        if backend not in choices:
-            raise ValueError(f"backend must be one of {choices}, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if postprocess not in ("nucfast", "reference"):
             raise ValueError(f"postprocess must be 'nucfast' or 'reference', got {postprocess!r}")
         self.postprocess = postprocess
