@@ -142,11 +142,14 @@ def predict(
         def f(z):
             return predict_attention(model.net, z, tile=tile)
 
-    if not tta:
-        return f(x01)
+    return dihedral_average(f, x01) if tta else f(x01)
+
+
+def dihedral_average(f, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``f`` over the 8 flips/rotations of ``x`` (..., H, W), each output mapped back."""
     acc = None
     for k, fl in _DIHEDRAL:
-        p = _tf_inv(f(_tf(x01, k, fl).contiguous()), k, fl)
+        p = _tf_inv(f(_tf(x, k, fl).contiguous()), k, fl)
         acc = p if acc is None else acc + p
     return acc / len(_DIHEDRAL)
 

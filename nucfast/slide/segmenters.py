@@ -62,6 +62,18 @@ def hed_optical_density(rgb: np.ndarray) -> np.ndarray:
     return rgb2hed(np.asarray(rgb)[..., :3]).astype(np.float32)
 
 
+def _tissue_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that are not glass (some channel below 220): what slide-level statistics are fitted on."""
+    return rgb.min(axis=2) < 220
+
+
+def _mean_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """float32 mean of ``values`` over each label 0..n (per-nucleus scores; index 0 unused)."""
+    cnt = np.bincount(labels.ravel(), minlength=n + 1)
+    tot = np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=n + 1)
+    return (tot / np.maximum(cnt, 1)).astype(np.float32)
+
+
 def attention_postprocess(binary: np.ndarray) -> np.ndarray:
     """The attention post-processing (REFERENCE.md 1 steps 1-4) with the nucfast kernels.
 
@@ -131,7 +143,7 @@ class BaselineSegmenter:
         for s in samples:
             s = np.asarray(s)
             hed = hed_optical_density(s)
-            tissue = s.min(axis=2) < 220  # drop glass
+            tissue = _tissue_pixels(s)
             vals.append(hed[..., 0][tissue])
         v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
         if v.size < 100 or np.ptp(v) <= 0:
@@ -153,9 +165,7 @@ class BaselineSegmenter:
         n = int(labels.max()) if labels.size else 0
         scores = np.ones(n + 1, np.float32)
         if n:
-            cnt = np.bincount(labels.ravel(), minlength=n + 1)
-            hit = np.bincount(labels.ravel(), weights=fg.ravel().astype(np.float64), minlength=n + 1)
-            scores = (hit / np.maximum(cnt, 1)).astype(np.float32)
+            scores = _mean_per_label(labels, fg, n)
         t2 = time.perf_counter()
         with self._lock:
             self.timing["infer"] += t1 - t0
@@ -263,7 +273,7 @@ class ModelSegmenter:
         labs = []
         for s in samples:
             s = np.require(np.asarray(s)[..., :3], requirements=["C", "W"])
-            tissue = torch.from_numpy(s.min(axis=2) < 220)
+            tissue = torch.from_numpy(_tissue_pixels(s))
             lab = rgb_to_lab(torch.from_numpy(s).permute(2, 0, 1).double() / 255.0)
             labs.append(lab[:, tissue])
         v = torch.cat(labs, dim=1) if labs else torch.zeros(3, 0, dtype=torch.float64)
@@ -299,13 +309,9 @@ class ModelSegmenter:
             x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
         if not self.tta:
             return self.engine(x[None])[0, :, :h, :w]
-        from nucfast._segment import _DIHEDRAL, _tf, _tf_inv
+        from nucfast._segment import dihedral_average
 
-        acc = None
-        for k, fl in _DIHEDRAL:
-            p = _tf_inv(self.engine(_tf(x, k, fl).contiguous()[None])[0], k, fl)
-            acc = p if acc is None else acc + p
-        return (acc / len(_DIHEDRAL))[:, :h, :w].to(torch.float32)
+        return dihedral_average(lambda z: self.engine(z[None])[0], x)[:, :h, :w].to(torch.float32)
 
     def __call__(self, rgb) -> TileSegmentation:
         import torch
@@ -338,9 +344,7 @@ class ModelSegmenter:
             )
         labels = np.ascontiguousarray(postprocess_probs(self.model, probs, pp), dtype=np.int32)
         n = int(labels.max()) if labels.size else 0
-        cnt = np.bincount(labels.ravel(), minlength=n + 1)
-        tot = np.bincount(labels.ravel(), weights=probs[0].ravel().astype(np.float64), minlength=n + 1)
-        scores = (tot / np.maximum(cnt, 1)).astype(np.float32)
+        scores = _mean_per_label(labels, probs[0], n)
         t3 = time.perf_counter()
         with self._lock:
             self.timing["normalize"] += t1 - t0
