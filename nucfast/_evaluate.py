@@ -11,6 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import models
+from ._segment import segment_image
+from .baseline import haematoxylin_baseline
+from .datasets import list_names, read_labels, read_rgb
+from .metrics import all_metrics
+
 __all__ = ["evaluate", "add_evaluate_arguments", "run_evaluate_cli", "METRIC_KEYS"]
 
 METRIC_KEYS = ("aji", "aji_plus", "pq", "dq", "sq", "dice")
@@ -47,25 +53,19 @@ def evaluate(
     dict with ``rows`` (one dict per image: name, split, metrics, counts, seconds) and ``mean`` (per split
     and overall).
     """
-    from ._segment import load_model, segment_image
-    from .metrics import all_metrics
-    from .train.data import list_names, read_labels, read_rgb
-
     if data_dir is None:
         raise ValueError("data_dir is required")
     if subset not in ("all", "val", "train"):
         raise ValueError(f"subset must be 'all', 'val' or 'train', got {subset!r}")
-    all_names = list_names(data_dir)
     val_names: set[str] = set()
     m = None
     if predictor is None and model == "baseline":  # no weights: the split of the shipped USE-Net
-        from .baseline import haematoxylin_baseline
-
         predictor = haematoxylin_baseline
-        val_names = set(load_model("usenet").meta.get("val_names", []))
+        val_names = set(models.load("usenet").meta.get("val_names", []))
     if predictor is None:
-        m = load_model(model)
+        m = models.load(model)
         val_names = set(m.meta.get("val_names", []))
+    all_names = list_names(data_dir)
     if names is not None:
         missing = sorted(set(names) - set(all_names))
         if missing:
@@ -121,7 +121,8 @@ def evaluate(
 
 def add_evaluate_arguments(p) -> None:
     p.add_argument(
-        "--model", default="usenet", help="usenet | attention | baseline | path/to/weights.safetensors"
+        "--model", default="usenet",
+        help=f"segmentation model: {' | '.join(models.names('segmentation'))} or path/to/weights.safetensors"
     )
     p.add_argument("--data", required=True, help="directory of NAME.png + NAME_inst.tif")
     p.add_argument("--subset", default="all", choices=("all", "val", "train"))

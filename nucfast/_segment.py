@@ -2,110 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
+from . import models
+from .baseline import haematoxylin_baseline
+from .models import WEIGHTS_DIR, Model, dihedral_average
+from .slide.tissue import image_tissue_sample
+
 __all__ = ["segment_image", "load_model", "SegmentationModel", "WEIGHTS_DIR", "BUILTIN_MODELS"]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Deprecated: the model layer's registry (:func:`nucfast.models.names`) replaces this table.
 BUILTIN_MODELS = {"usenet": "usenet_lite.safetensors", "attention": "attention.safetensors"}
+#: Deprecated alias of :class:`nucfast.models.Model`.
+SegmentationModel = Model
 
 
-class SegmentationModel:
-    """A loaded network plus what inference needs: stain normaliser, kind, post-processing."""
-
-    def __init__(self, net: torch.nn.Module, meta: dict[str, Any], kind: str):
-        self.net = net.eval()
-        self.meta = meta
-        self.kind = kind
-        self.normalizer = None
-        st = meta.get("normalizer") or {}
-        if meta.get("norm", "none") == "reinhard" and st:
-            from .stain import ReinhardNormalizer
-
-            self.normalizer = ReinhardNormalizer().load_state_dict(
-                {k: torch.tensor(v, dtype=torch.float64) for k, v in st.items()}
-            )
-
-    def to(self, device) -> SegmentationModel:
-        self.net.to(device)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def __repr__(self) -> str:
-        m = self.meta
-        return f"SegmentationModel(kind={self.kind!r}, arch={m.get('arch')!r}, step={m.get('step')})"
-
-
-def _resolve(model) -> Path:
-    if isinstance(model, str) and model in BUILTIN_MODELS:
-        p = WEIGHTS_DIR / BUILTIN_MODELS[model]
-        if not p.exists():
-            raise FileNotFoundError(
-                f"model={model!r}: the shipped weights {p.name} are not in {WEIGHTS_DIR} (not trained yet?)"
-            )
-        return p
-    p = Path(model)
-    if not p.exists():
-        raise FileNotFoundError(
-            f"model: no such weights file {p} (or a built-in name: {sorted(BUILTIN_MODELS)})"
-        )
-    if p.suffix != ".safetensors":
-        raise ValueError(f"model: weights must be a .safetensors file (no pickles are loaded), got {p.name}")
-    return p
-
-
-@functools.lru_cache(maxsize=8)
-def _load_cached(path: str, mtime: float) -> SegmentationModel:
-    from .train.checkpoint import load_weights
-
-    sd, meta = load_weights(path)
-    kind = meta.get("kind", "usenet")
-    if kind == "usenet":
-        from .models.usenet import USENet
-
-        net = USENet(**meta["config"])
-    elif kind == "attention":
-        from .models.attention import AttentionNet
-
-        net = AttentionNet(**meta.get("config", {}))
-    else:
-        raise ValueError(f"model: unknown model kind {kind!r} in {path}")
-    net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()})
-    return SegmentationModel(net, meta, kind)
-
-
-def load_model(model="usenet", *, device=None) -> SegmentationModel:
-    """Load a built-in (``"usenet"``, ``"attention"``) or a ``.safetensors`` file (never unpickles)."""
-    if isinstance(model, SegmentationModel):
-        m = model
-    else:
-        p = _resolve(model)
-        m = _load_cached(str(p), p.stat().st_mtime)
-    if device is not None:
-        m.to(device)
-    return m
-
-
-_DIHEDRAL = [(k, f) for f in (False, True) for k in range(4)]
-
-
-def _tf(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    if flip:
-        x = x.flip(-1)
-    return torch.rot90(x, k, (-2, -1))
-
-
-def _tf_inv(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    x = torch.rot90(x, -k, (-2, -1))
-    return x.flip(-1) if flip else x
+def load_model(model="usenet", *, device=None) -> Model:
+    """Load a model by name (:func:`nucfast.models.names`) or ``.safetensors`` file (= models.load)."""
+    return models.load(model, device=device)
 
 
 def _as_rgb01(rgb) -> tuple[torch.Tensor, bool, torch.device]:
@@ -125,46 +40,35 @@ def _as_rgb01(rgb) -> tuple[torch.Tensor, bool, torch.device]:
     )
 
 
+def _tissue_sample(rgb: np.ndarray, mpp: float) -> list[np.ndarray]:
+    """The slide engine's fixed tissue sample of an image (:func:`nucfast.slide.tissue.image_tissue_sample`),
+    or the whole image when the tissue detector finds none (small or unusual images)."""
+    return image_tissue_sample(rgb, mpp=mpp) or image_tissue_sample(rgb, mpp=mpp, tissue=False)
+
+
 @torch.no_grad()
 def predict(
-    model: SegmentationModel, x01: torch.Tensor, *, tta: bool = False, tile: int = 1024
+    model: Model,
+    x01: torch.Tensor,
+    *,
+    tta: bool = False,
+    tile: int = 1024,
+    context: models.Context | None = None,
 ) -> torch.Tensor:
     """Network probabilities for one image (3, H, W) in [0, 1] (already stain-normalised): USE-Net ->
-    (2, H, W) mask/marker; attention -> (1, H, W) attention map."""
-    if model.kind == "usenet":
-        from .train.usenet import predict_probs
+    (2, H, W) mask/marker; attention -> (1, H, W) attention map (:meth:`nucfast.models.Model.predict`;
+    ``context``: the image-level statistics of :meth:`nucfast.models.Model.fit_context`)."""
 
-        def f(z):
-            return predict_probs(model.net, z, tile=tile)
-    else:
-        from .models.attention import predict_attention
-
-        def f(z):
-            return predict_attention(model.net, z, tile=tile)
+    def f(z):
+        return model.predict(z, tile=tile, context=context)
 
     return dihedral_average(f, x01) if tta else f(x01)
 
 
-def dihedral_average(f, x: torch.Tensor) -> torch.Tensor:
-    """Mean of ``f`` over the 8 flips/rotations of ``x`` (..., H, W), each output mapped back."""
-    acc = None
-    for k, fl in _DIHEDRAL:
-        p = _tf_inv(f(_tf(x, k, fl).contiguous()), k, fl)
-        acc = p if acc is None else acc + p
-    return acc / len(_DIHEDRAL)
-
-
-def postprocess_probs(model: SegmentationModel, probs: np.ndarray, postprocess=None) -> np.ndarray:
-    """Instances from network probabilities with the model's post-processing: USE-Net uses the method and
-    thresholds selected on the validation images (weights metadata ``postprocess``; the paper's ridges at
-    0.1 / 0.1 when absent); attention thresholds at 0.5. ``postprocess`` overrides (see segment_image)."""
-    from .postprocess import attention_instances, usenet_instances
-
-    if model.kind == "usenet":
-        if postprocess is not None:
-            return postprocess(probs[0].astype(np.float64), probs[1].astype(np.float64))
-        return usenet_instances(probs[0], probs[1], **(model.meta.get("postprocess") or {}))
-    return (postprocess or attention_instances)(probs[0] > 0.5)
+def postprocess_probs(model: Model, probs: np.ndarray, postprocess=None) -> np.ndarray:
+    """Instances from network probabilities: :meth:`nucfast.models.Model.postprocess` (``postprocess``
+    overrides, see segment_image)."""
+    return model.postprocess(probs, postprocess)
 
 
 def nucleus_table(labels: np.ndarray, rgb: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -193,9 +97,12 @@ def segment_image(
     ----------
     rgb : uint8 array/tensor (H, W, 3) or float tensor (3, H, W) in [0, 1]
         The image; a CUDA tensor runs the network on that device.
-    model : {"usenet", "attention"}, path to a ``.safetensors`` file, or a :class:`SegmentationModel`
+    model : a segmentation model name (``"usenet"``, ``"attention"``, ``"baseline"``, ...:
+        :func:`nucfast.models.names`), a ``.safetensors`` file, or a :class:`nucfast.models.Model`
     tta : average the network output over the 8 flips/rotations (each mapped back)
-    normalize : apply the model's stain normalisation (fitted target statistics stored with the weights)
+    normalize : apply the model's stain normalisation (Reinhard to the target statistics stored with the
+        weights; source statistics from the image's tissue sample, the rule ``segment_slide`` uses, so both
+        entry points see the same colours; USE-Net's squeeze-excitation gates come from the same sample)
     return_table : also return the per-nucleus table (``skimage.measure.regionprops_table`` columns)
     return_probs : also return the network probabilities (numpy, (C, H, W))
     postprocess : callable replacing the model's post-processing (:func:`postprocess_probs`); USE-Net:
@@ -215,14 +122,22 @@ def segment_image(
     >>> labels, table = nucfast.segment_image(rgb, tta=True, return_table=True)  # doctest: +SKIP
     """
     x, is_np, in_dev = _as_rgb01(rgb)
-    m = load_model(model)
-    dev = torch.device(device) if device is not None else (in_dev if in_dev.type != "cpu" else m.device)
-    m.to(dev)
-    x = x.to(dev)
-    if normalize and m.normalizer is not None:
-        x = m.normalizer.transform(x)
-    probs = predict(m, x, tta=tta, tile=tile).float().cpu().numpy()
-    labels = postprocess_probs(m, probs, postprocess)
+    m = models.load(model)
+    if m.task != "segmentation":
+        raise ValueError(f"model {m.name!r} is a {m.task} model, not a segmentation model")
+    if m.net is None:  # the no-learning baseline
+        if return_probs:
+            raise ValueError(f"model {m.name!r} has no network probabilities (return_probs=True)")
+        labels = haematoxylin_baseline(x.cpu())
+        probs = None
+    else:
+        dev = torch.device(device) if device is not None else (in_dev if in_dev.type != "cpu" else m.device)
+        m.to(dev)
+        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        ctx = m.fit_context(_tissue_sample(u8, m.mpp), normalize=normalize)
+        x = ctx.normalize(x.to(dev))
+        probs = predict(m, x, tta=tta, tile=tile, context=ctx).float().cpu().numpy()
+        labels = postprocess_probs(m, probs, postprocess)
     labels = np.ascontiguousarray(np.asarray(labels), dtype=np.int32)
     out_labels = labels if is_np else torch.from_numpy(labels).to(in_dev)
     out = [out_labels]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import models
 from .slide.engine import BACKENDS
 
 __all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMAND_REGISTRARS"]
@@ -209,7 +210,8 @@ def _add_segment_options(p: argparse.ArgumentParser, *, demo: bool = False) -> N
     p.add_argument(
         "--model",
         default="usenet",
-        help="usenet (default: the shipped USE-Net), attention, baseline (no learning), a .safetensors file",
+        help=f"segmentation model: {', '.join(models.names('segmentation'))} or a .safetensors file "
+        "(default usenet, the shipped USE-Net)",
     )
     p.add_argument(
         "--backend",

@@ -11,7 +11,7 @@ import zarr
 from conftest import MONUSEG, monuseg_names
 
 from nucfast import segment_image
-from nucfast._segment import load_model, postprocess_probs, predict
+from nucfast._segment import _tissue_sample, load_model, postprocess_probs, predict
 from nucfast.metrics import aji
 from nucfast.postprocess import usenet_instances
 from nucfast.slide import segment_slide
@@ -42,11 +42,11 @@ def _labels(res):
 
 
 def _whole(state, rgb):
-    """Whole-image inference with the slide-level statistics a run recorded."""
-    seg = ModelSegmenter("usenet")
-    seg.normalizer.source_mean = torch.tensor(state["source_mean"], dtype=torch.float64)
-    seg.normalizer.source_std = torch.tensor(state["source_std"], dtype=torch.float64)
-    return seg(rgb).labels.astype(np.int64)
+    """Whole-image inference: segment_image fits the same statistics on the same tissue sample."""
+    assert {k: v for k, v in state.items() if k in ("source_mean", "source_std", "se_gates")} == {
+        k: v for k, v in load_model("usenet").fit_context(_tissue_sample(rgb, 0.25)).state().items()
+    }
+    return segment_image(rgb).astype(np.int64)
 
 
 def test_default_model_tiled_vs_whole(slide, image, tmp_path):
@@ -83,7 +83,9 @@ def test_segment_image_uses_the_selected_postprocessing(image):
     pp = m.meta["postprocess"]
     assert pp["method"] in ("ridges", "watershed")
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
-    probs = predict(m, m.normalizer.transform(x)).float().numpy()
+    ctx = m.fit_context(_tissue_sample(rgb, 0.25))
+    assert ctx.inputs["se_gates"].shape == (m.net.n_se_gates,)
+    probs = predict(m, ctx.normalize(x), context=ctx).float().numpy()
     want = usenet_instances(probs[0], probs[1], **pp)
     np.testing.assert_array_equal(postprocess_probs(m, probs), want)
     np.testing.assert_array_equal(segment_image(rgb), want)
@@ -122,10 +124,7 @@ def test_attention_model_tiled_vs_whole(slide, image, tmp_path):
     a = segment_slide(slide, tmp_path / "a", model="attention", tile=256, tissue=False, outputs=())
     assert a.model == "attention" and a.model_state["halo"] == 160
     tiled = _labels(a)
-    seg = ModelSegmenter("attention")
-    seg.normalizer.source_mean = torch.tensor(a.model_state["source_mean"], dtype=torch.float64)
-    seg.normalizer.source_std = torch.tensor(a.model_state["source_std"], dtype=torch.float64)
-    whole = seg(rgb).labels.astype(np.int64)
+    whole = segment_image(rgb, "attention").astype(np.int64)
     np.testing.assert_array_equal(tiled > 0, whole > 0)
     assert detection_scores(whole, tiled)["f1"] > 0.97
     assert aji(gt, tiled) > 0.2

@@ -13,13 +13,15 @@
 from ._backends import (
     CPU_PREFERENCE,
     Backend,
+    ExportCheck,
     OnnxRuntimeBackend,
     TensorRTBackend,
     TorchBackend,
     select_backend,
+    validate_onnx,
 )
 from ._cli import add_engine_subparsers, build_engine_main, main
-from ._onnx import DEFAULT_OPSET, MODELS, ExportCheck, export_onnx, load_model, onnx_sha256, validate_onnx
+from ._onnx import DEFAULT_OPSET, MODELS, cached_onnx, export_onnx, load_model, onnx_sha256
 from ._tensorrt import (
     APIS,
     PRECISIONS,
@@ -45,6 +47,7 @@ __all__ = [
     "CPU_PREFERENCE",
     "DEFAULT_OPSET",
     "MODELS",
+    "cached_onnx",
     "PRECISIONS",
     "Backend",
     "EngineInfo",

@@ -13,8 +13,11 @@ batch 4 of 256x256, 2 threads, this 2-core machine): see :data:`CPU_PREFERENCE` 
 
 from __future__ import annotations
 
+import copy
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +25,17 @@ import torch
 from torch import nn
 
 from ._onnx import InferenceWrapper, export_onnx
+from ._tensorrt import find_cached_engine, import_tensorrt, read_engine_metadata
 
 __all__ = [
     "CPU_PREFERENCE",
     "Backend",
+    "ExportCheck",
     "OnnxRuntimeBackend",
     "TensorRTBackend",
     "TorchBackend",
     "select_backend",
+    "validate_onnx",
 ]
 
 #: The CPU backend ``auto`` picks. Measured with benchmarks/bench_backends.py on this machine (2 shared
@@ -52,16 +58,20 @@ def _check_batch(batch: torch.Tensor) -> torch.Tensor:
 
 
 class Backend:
-    """Interface: ``run(batch) -> probabilities``; ``name``; ``device`` where the outputs live."""
+    """Interface: ``run(batch, **inputs) -> probabilities``; ``name``; ``device`` where the outputs live.
+
+    ``inputs``: the graph's other inputs by name, the same for the whole batch (USE-Net exported with
+    ``se_gates=True``: ``se_gates=`` the frozen squeeze-excitation gates, float (n_se_gates,)).
+    """
 
     name: str = "backend"
     device: torch.device = torch.device("cpu")
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+    def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.run(batch)
+    def __call__(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.run(batch, **inputs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r})"
@@ -91,12 +101,13 @@ class TorchBackend(Backend):
         self.name = f"torch-{self.device.type}"
         self.module = InferenceWrapper(model.eval(), output=output).to(self.device).eval()
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         x = _check_batch(batch).to(self.device, torch.float32)
+        extra = {k: torch.as_tensor(v).to(self.device, torch.float32) for k, v in inputs.items()}
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.half,
                                                     dtype=torch.float16 if self.device.type == "cuda"
                                                     else torch.bfloat16):
-            return self.module(x).float()
+            return self.module(x, **extra).float()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -127,12 +138,19 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
         self.intra_op_threads = threads
         self.input_name = self.session.get_inputs()[0].name
+        self.extra_inputs = tuple(i.name for i in self.session.get_inputs()[1:])
         self.output_name = self.session.get_outputs()[0].name
         self.device = torch.device("cpu")
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         x = _check_batch(batch).detach().to("cpu", torch.float32).contiguous()
-        (y,) = self.session.run([self.output_name], {self.input_name: x.numpy()})
+        feeds = {self.input_name: x.numpy()}
+        if set(inputs) != set(self.extra_inputs):
+            raise ValueError(f"this graph takes the inputs {list(self.extra_inputs)} besides the image, "
+                             f"got {sorted(inputs)}")
+        for k, v in inputs.items():
+            feeds[k] = torch.as_tensor(v).detach().to("cpu", torch.float32).contiguous().numpy()
+        (y,) = self.session.run([self.output_name], feeds)
         return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
 
 
@@ -161,8 +179,6 @@ class TensorRTBackend(Backend):
         if not torch.cuda.is_available():
             raise RuntimeError("TensorRTBackend needs a CUDA GPU; none is available (use backend='auto' to "
                                "fall back to torch or onnxruntime)")
-        from ._tensorrt import import_tensorrt, read_engine_metadata
-
         if isinstance(engine, bytes | bytearray):
             blob = bytes(engine)
         else:
@@ -185,9 +201,11 @@ class TensorRTBackend(Backend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"engine must have one input and one output, got inputs {ins}, outputs {outs}")
+        if not ins or len(outs) != 1:
+            raise ValueError(f"engine must have an image input and one output, got inputs {ins}, "
+                             f"outputs {outs}")
         self.input_name, self.output_name = ins[0], outs[0]
+        self.extra_inputs = tuple(ins[1:])
         self.input_dtype = _TRT_TO_TORCH[self.engine.get_tensor_dtype(self.input_name).name]
         self.output_dtype = _TRT_TO_TORCH[self.engine.get_tensor_dtype(self.output_name).name]
         self._profile = 0
@@ -202,12 +220,23 @@ class TensorRTBackend(Backend):
                 return
         raise ValueError(f"batch shape {shape} is outside every optimisation profile of the engine")
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         x = _check_batch(batch).to(self.device, self.input_dtype).contiguous()
+        if set(inputs) != set(self.extra_inputs):
+            raise ValueError(f"this engine takes the inputs {list(self.extra_inputs)} besides the image, "
+                             f"got {sorted(inputs)}")
         stream = torch.cuda.current_stream(self.device)
         self._select_profile(tuple(x.shape), stream.cuda_stream)
         if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
             raise ValueError(f"engine rejected input shape {tuple(x.shape)}")
+        keep = []  # the extra inputs stay alive until the launch is queued (same stream)
+        for k, v in inputs.items():
+            t = torch.as_tensor(v).to(self.device, _TRT_TO_TORCH[self.engine.get_tensor_dtype(k).name])
+            t = t.contiguous()
+            keep.append(t)
+            if not self.context.set_input_shape(k, tuple(t.shape)):
+                raise ValueError(f"engine rejected input {k} of shape {tuple(t.shape)}")
+            self.context.set_tensor_address(k, t.data_ptr())
         y = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
                         device=self.device)
         self.context.set_tensor_address(self.input_name, x.data_ptr())
@@ -277,8 +306,6 @@ def select_backend(
     if backend == "tensorrt" or (backend == "auto" and gpu):
         path = engine
         if path is None:  # look in the engine cache (default location when cache_dir is None)
-            from ._tensorrt import find_cached_engine
-
             path = find_cached_engine(onnx if onnx is not None else export_onnx(model), precision=precision,
                                       cache_dir=cache_dir)
         if backend == "tensorrt":
@@ -302,3 +329,60 @@ def select_backend(
         x = torch.rand(sample_shape, generator=torch.Generator().manual_seed(0))
         return ort_backend if _time(ort_backend, x) <= _time(torch_backend, x) else torch_backend
     return ort_backend if CPU_PREFERENCE == "onnxruntime" else torch_backend
+
+
+@dataclass
+class ExportCheck:
+    """Result of :func:`validate_onnx`: per input, the max |onnxruntime - torch| of the outputs."""
+
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    max_abs_diff: list[float] = field(default_factory=list)
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff) if self.max_abs_diff else 0.0
+
+    def __str__(self) -> str:
+        rows = ", ".join(f"{s}: {d:.3g}" for s, d in zip(self.shapes, self.max_abs_diff, strict=True))
+        return f"max |onnxruntime - torch| = {self.worst:.3g} ({rows})"
+
+
+def validate_onnx(
+    model: nn.Module,
+    onnx: bytes | str | os.PathLike,
+    inputs: Iterable[torch.Tensor | np.ndarray],
+    *,
+    output: str = "probabilities",
+    intra_op_threads: int = 1,
+    extra_inputs: dict[str, torch.Tensor] | None = None,
+) -> ExportCheck:
+    """Run the ONNX model with onnxruntime (CPU) and the torch model on the same inputs; compare.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The torch network the ONNX model was exported from (run in float32, eval mode).
+    onnx : bytes or path
+    inputs : iterable of (N, 3, H, W) float arrays in [0, 1]
+    output : {"probabilities", "logits"}
+        What the ONNX graph returns (as given to :func:`export_onnx`).
+    extra_inputs : the graph's other inputs (e.g. ``{"se_gates": gates}``), fed to both
+
+    Returns
+    -------
+    ExportCheck
+        Shapes and max absolute differences, one per input.
+    """
+    ort = OnnxRuntimeBackend(onnx, intra_op_threads=intra_op_threads)
+    ref = InferenceWrapper(copy.deepcopy(model).float().eval().cpu(), output=output).eval()
+    res = ExportCheck()
+    for x in inputs:
+        t = torch.as_tensor(x, dtype=torch.float32)
+        with torch.inference_mode():
+            want = ref(t, **(extra_inputs or {}))
+        got = ort.run(t, **(extra_inputs or {}))
+        if got.shape != want.shape:
+            raise AssertionError(f"onnxruntime output shape {tuple(got.shape)} != torch {tuple(want.shape)}")
+        res.shapes.append(tuple(t.shape))
+        res.max_abs_diff.append(float((got - want).abs().max()))
+    return res

@@ -15,8 +15,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._onnx import DEFAULT_OPSET, MODELS, export_onnx, load_model, validate_onnx
-from ._tensorrt import APIS, PRECISIONS, Profile, build_engine, default_cache_dir, default_profiles
+from .. import models
+from ._backends import validate_onnx
+from ._onnx import DEFAULT_OPSET, export_onnx, load_model
+from ._tensorrt import (
+    APIS,
+    PRECISIONS,
+    Profile,
+    TensorRTNotAvailableError,
+    build_engine,
+    default_cache_dir,
+    default_profiles,
+)
 
 __all__ = ["add_engine_subparsers", "build_engine_main", "main", "parse_profile", "run_build", "run_export"]
 
@@ -32,10 +42,13 @@ def parse_profile(text: str) -> Profile:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="usenet_lite",
-                   help=f"network name ({', '.join(sorted(MODELS))}) or a weights file (.safetensors); "
-                        "default usenet_lite")
+    p.add_argument("--model", default="usenet",
+                   help=f"model name ({', '.join(models.names())}; untrained where it has no shipped "
+                        "weights) or a weights file (.safetensors); default usenet")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--per-window-se", action="store_true",
+                   help="USE-Net: squeeze-excitation over each input window (the paper's graph) instead of "
+                        "the slide engine's graph with a second input se_gates (frozen slide-level gates)")
     p.add_argument("--no-validate", action="store_true",
                    help="skip the onnxruntime-vs-torch check of the export")
 
@@ -68,11 +81,15 @@ def _export_checked(args) -> bytes:
     import torch
 
     model = load_model(args.model)
-    onnx = export_onnx(model, opset=args.opset)
+    # USE-Net: the graph the slide engine runs (frozen slide-level SE gates as a second input), unless asked
+    # for the paper's per-window squeeze-excitation
+    se = getattr(model, "n_se_gates", 0) > 0 and not args.per_window_se
+    onnx = export_onnx(model, opset=args.opset, se_gates=se)
     if not args.no_validate:
         g = torch.Generator().manual_seed(0)
+        extra = {"se_gates": torch.rand(model.n_se_gates, generator=g)} if se else None
         chk = validate_onnx(model, onnx, [torch.rand(1, 3, 128, 128, generator=g),
-                                          torch.rand(2, 3, 96, 160, generator=g)])
+                                          torch.rand(2, 3, 96, 160, generator=g)], extra_inputs=extra)
         print(f"export check: {chk}", file=sys.stderr)
         if chk.worst > 1e-3:
             raise SystemExit(f"error: ONNX export differs from torch by {chk.worst:.3g} (> 1e-3)")
@@ -147,8 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args, parser) -> int:
-    from ._tensorrt import TensorRTNotAvailableError
-
     try:
         return args.func(args)
     except (TensorRTNotAvailableError, ValueError, FileNotFoundError, RuntimeError) as e:

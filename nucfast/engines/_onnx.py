@@ -21,99 +21,74 @@ import copy
 import hashlib
 import io
 import os
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+from .. import models
+from ..models.attention import IMAGENET_MEAN, IMAGENET_STD, AttentionNet
 
 __all__ = [
     "DEFAULT_OPSET",
     "MODELS",
-    "ExportCheck",
+    "SE_GATES_NAME",
     "InferenceWrapper",
+    "cached_onnx",
     "export_onnx",
     "load_model",
     "onnx_sha256",
-    "validate_onnx",
 ]
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
+#: Optional second input of USE-Net graphs (``export_onnx(..., se_gates=True)``): frozen squeeze-excitation
+#: gates (n_se_gates,), fitted per image or slide on a tissue sample, so one graph / engine serves every
+#: slide and the output does not depend on the tile (nucfast.models.USENet.fit_se_gates).
+SE_GATES_NAME = "se_gates"
 OUTPUTS = ("probabilities", "logits")
 
 
-def _usenet(arch: str) -> Callable[[], nn.Module]:
+def _untrained(name: str) -> Callable[[], nn.Module]:
     def make() -> nn.Module:
-        from ..models import build_usenet
-
-        return build_usenet(arch)
+        return models.load(name, pretrained=False).net.eval()
 
     return make
 
 
-def _attention(width: int) -> Callable[[], nn.Module]:
-    def make() -> nn.Module:
-        from ..models.attention import AttentionNet
-
-        return AttentionNet(width=width)
-
-    return make
-
-
-#: Network factories by name (random initialisation). ``load_model`` also accepts the shipped models
-#: (``"usenet"``, ``"attention"``) and weights files.
+#: Untrained network factories by model name (:func:`nucfast.models.names`); ``load_model`` gives the
+#: shipped weights where a name has them. Deprecated: use ``nucfast.models.load(name, pretrained=False)``.
 MODELS: dict[str, Callable[[], nn.Module]] = {
-    "usenet_lite": _usenet("lite"),
-    "usenet_se_resnet50": _usenet("se_resnet50"),
-    "attention": _attention(64),  # the paper's width
-    "attention_lite": _attention(32),  # the CPU-trained width (nucfast.train.attention default)
+    n: _untrained(n) for n in models.names() if models.kinds()[models.spec(n).kind].build is not None
 }
 
 
 def load_model(model: str | os.PathLike) -> nn.Module:
-    """A network in eval mode (a private copy) from a name or a weights file (``.safetensors``).
+    """A network in eval mode (a private copy) from a model name (:func:`nucfast.models.names`: the
+    shipped weights where the name has them, else an untrained network) or a weights file
+    (``.safetensors``, read without unpickling)."""
+    m = models.load(model)
+    if m.net is None:
+        raise ValueError(f"model {m.name!r} has no network to export")
+    return (copy.deepcopy(m.net) if m.path is not None else m.net).eval()
 
-    Names: :data:`MODELS` (random initialisation) or the shipped models of
-    :func:`nucfast._segment.load_model` (``"usenet"``, ``"attention"``). A weights file is read without
-    unpickling; its metadata gives ``kind`` + ``config`` (as written by the trainers) or, for older USE-Net
-    files, ``arch`` (``"lite"`` / ``"se_resnet50"``).
-    """
-    if isinstance(model, str) and model in MODELS:
-        return MODELS[model]().eval()
-    from .._segment import BUILTIN_MODELS
 
-    if isinstance(model, str) and model in BUILTIN_MODELS:
-        from .._segment import load_model as load_segmentation_model
+_ONNX_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[bool, bytes]] = weakref.WeakKeyDictionary()
+_ONNX_LOCK = threading.Lock()
 
-        return copy.deepcopy(load_segmentation_model(model).net).eval()
-    path = Path(model)
-    if not path.is_file():
-        raise ValueError(f"model must be one of {sorted(MODELS) + sorted(BUILTIN_MODELS)} or a weights file, "
-                         f"got {str(model)!r}")
-    from ..train.checkpoint import load_weights
 
-    tensors, meta = load_weights(path)
-    kind = meta.get("kind", "usenet")
-    if kind == "attention":
-        from ..models.attention import AttentionNet
-
-        net: nn.Module = AttentionNet(**meta.get("config", {}))
-    elif kind == "usenet" and "config" in meta:
-        from ..models.usenet import USENet
-
-        net = USENet(**meta["config"])
-    elif kind == "usenet" and "arch" in meta:
-        from ..models import build_usenet
-
-        net = build_usenet(meta["arch"])
-    else:
-        raise ValueError(f"model: weights file {path} has no usable 'kind'/'config'/'arch' metadata")
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-    return net.eval()
+def cached_onnx(net: nn.Module, *, se_gates: bool = False) -> bytes:
+    """:func:`export_onnx` of ``net`` (defaults, ``se_gates`` as given), exported once per network object:
+    a loaded model is shared, so every segmenter of the same weights reuses one export."""
+    with _ONNX_LOCK:
+        per = _ONNX_CACHE.setdefault(net, {})
+        if se_gates not in per:
+            per[se_gates] = export_onnx(net, se_gates=se_gates)
+        return per[se_gates]
 
 
 class _AttentionLogits(nn.Module):
@@ -124,8 +99,6 @@ class _AttentionLogits(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        from ..models.attention import IMAGENET_MEAN, IMAGENET_STD
-
         self.net = net
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -137,8 +110,6 @@ class _AttentionLogits(nn.Module):
 
 
 def _logits_module(model: nn.Module) -> nn.Module:
-    from ..models.attention import AttentionNet
-
     return _AttentionLogits(model) if isinstance(model, AttentionNet) else model
 
 
@@ -158,9 +129,9 @@ class InferenceWrapper(nn.Module):
         self.output = output
         self.half = half
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, se_gates: torch.Tensor | None = None) -> torch.Tensor:
         x = image.half() if self.half else image
-        y = self.model(x)
+        y = self.model(x) if se_gates is None else self.model(x, se_gates)
         if self.output == "probabilities":
             y = torch.sigmoid(y)
         return y.float()
@@ -181,13 +152,14 @@ def export_onnx(
     precision: str = "fp32",
     output: str = "probabilities",
     sample_shape: Sequence[int] = (1, 3, 64, 64),
+    se_gates: bool = False,
 ) -> bytes:
     """Export a network to ONNX with dynamic batch, height and width.
 
     Parameters
     ----------
     model : nn.Module or str or path
-        The network (returning logits), a name in :data:`MODELS` or a weights file.
+        The network (returning logits), a model name (:func:`nucfast.models.names`) or a weights file.
     path : path, optional
         Where to write the ``.onnx`` file (atomically); the bytes are returned in any case.
     opset : int
@@ -198,11 +170,15 @@ def export_onnx(
         Whether the graph ends with the network's sigmoid.
     sample_shape : (N, 3, H, W)
         Shape of the tracing input (any valid size: the axes are dynamic).
+    se_gates : bool
+        USE-Net only: a second input ``se_gates`` float32 (n_se_gates,) with frozen squeeze-excitation gates
+        (:data:`SE_GATES_NAME`); the slide engine and ``segment_image`` feed the gates fitted on a tissue
+        sample, so tiles of any size give the same probabilities.
 
     Returns
     -------
     bytes
-        The serialized ONNX model (input ``image``, output ``probabilities`` or ``logits``).
+        The serialized ONNX model (input ``image`` [+ ``se_gates``], output ``probabilities`` or ``logits``).
     """
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16' for ONNX export, got {precision!r}")
@@ -215,6 +191,13 @@ def export_onnx(
     net = net.half() if precision == "fp16" else net.float()
     wrapper = InferenceWrapper(net, output=output, half=precision == "fp16").eval()
     x = torch.rand(shp, generator=torch.Generator().manual_seed(0))
+    args: tuple = (x,)
+    names = [INPUT_NAME]
+    if se_gates:
+        n = getattr(net, "n_se_gates", 0)
+        if not n:
+            raise ValueError("se_gates=True needs a network with squeeze-excitation gates (USE-Net)")
+        args, names = (x, torch.full((n,), 0.5)), [INPUT_NAME, SE_GATES_NAME]
     buf = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
@@ -223,11 +206,11 @@ def export_onnx(
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper,
-            (x,),
+            args,
             buf,
             dynamo=False,
             opset_version=opset,
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[output],
             dynamic_axes={INPUT_NAME: axes, output: axes},
             do_constant_folding=True,
@@ -246,60 +229,3 @@ def onnx_sha256(onnx: bytes | str | os.PathLike) -> str:
     """sha256 hex digest of an ONNX model's bytes (the engine cache's model key)."""
     data = onnx if isinstance(onnx, bytes | bytearray) else Path(onnx).read_bytes()
     return hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class ExportCheck:
-    """Result of :func:`validate_onnx`: per input, the max |onnxruntime - torch| of the outputs."""
-
-    shapes: list[tuple[int, ...]] = field(default_factory=list)
-    max_abs_diff: list[float] = field(default_factory=list)
-
-    @property
-    def worst(self) -> float:
-        return max(self.max_abs_diff) if self.max_abs_diff else 0.0
-
-    def __str__(self) -> str:
-        rows = ", ".join(f"{s}: {d:.3g}" for s, d in zip(self.shapes, self.max_abs_diff, strict=True))
-        return f"max |onnxruntime - torch| = {self.worst:.3g} ({rows})"
-
-
-def validate_onnx(
-    model: nn.Module,
-    onnx: bytes | str | os.PathLike,
-    inputs: Iterable[torch.Tensor | np.ndarray],
-    *,
-    output: str = "probabilities",
-    intra_op_threads: int = 1,
-) -> ExportCheck:
-    """Run the ONNX model with onnxruntime (CPU) and the torch model on the same inputs; compare.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The torch network the ONNX model was exported from (run in float32, eval mode).
-    onnx : bytes or path
-    inputs : iterable of (N, 3, H, W) float arrays in [0, 1]
-    output : {"probabilities", "logits"}
-        What the ONNX graph returns (as given to :func:`export_onnx`).
-
-    Returns
-    -------
-    ExportCheck
-        Shapes and max absolute differences, one per input.
-    """
-    from ._backends import OnnxRuntimeBackend
-
-    ort = OnnxRuntimeBackend(onnx, intra_op_threads=intra_op_threads)
-    ref = InferenceWrapper(copy.deepcopy(model).float().eval().cpu(), output=output).eval()
-    res = ExportCheck()
-    for x in inputs:
-        t = torch.as_tensor(x, dtype=torch.float32)
-        with torch.inference_mode():
-            want = ref(t)
-        got = ort.run(t)
-        if got.shape != want.shape:
-            raise AssertionError(f"onnxruntime output shape {tuple(got.shape)} != torch {tuple(want.shape)}")
-        res.shapes.append(tuple(t.shape))
-        res.max_abs_diff.append(float((got - want).abs().max()))
-    return res

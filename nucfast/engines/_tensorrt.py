@@ -458,12 +458,16 @@ def _quiet():
         root.setLevel(level)
 
 
-def quantize_qdq(onnx: bytes, tiles: np.ndarray, *, batch_size: int = 4) -> bytes:
+def quantize_qdq(
+    onnx: bytes, tiles: np.ndarray, *, batch_size: int = 4, extra_inputs: dict | None = None
+) -> bytes:
     """Insert INT8 Q/DQ nodes calibrated on ``tiles`` (entropy method, symmetric: TensorRT's convention).
 
     Weights per output channel, activations per tensor; what a strongly typed TensorRT(-RTX) build executes
-    as INT8 where it has INT8 kernels.
+    as INT8 where it has INT8 kernels. ``extra_inputs``: the graph's other inputs (e.g. USE-Net's
+    ``se_gates`` fitted on the same tiles), fed with every calibration batch.
     """
+    extra = {k: np.asarray(v, dtype=np.float32) for k, v in (extra_inputs or {}).items()}
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -478,7 +482,7 @@ def quantize_qdq(onnx: bytes, tiles: np.ndarray, *, batch_size: int = 4) -> byte
 
         def get_next(self):
             b = self.batcher.next()
-            return None if b is None else {INPUT_NAME: b.numpy()}
+            return None if b is None else {INPUT_NAME: b.numpy(), **extra}
 
     with tempfile.TemporaryDirectory(prefix="nucfast-qdq-") as d, _quiet():
         src, dst = Path(d) / "model.onnx", Path(d) / "model.qdq.onnx"

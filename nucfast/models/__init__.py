@@ -1,5 +1,124 @@
-"""Segmentation networks: USE-Net (and its CPU-sized variant)."""
+"""The model layer: every network nucfast ships or builds, one registry of names, one :func:`load`.
 
+- :func:`load` (``name | weights.safetensors | Model`` -> :class:`Model`), :func:`names`, :func:`spec`,
+  :func:`build_network`; :func:`register` / :func:`register_kind` for the model modules.
+- :class:`Model`: network + metadata + stain normaliser + working resolution (``mpp``), context
+  (``halo``), ``predict`` (one sliding window, :func:`sliding_window`) and ``postprocess``.
+- Weights I/O in safetensors (``save_weights``, ``load_weights``, checkpoints; never pickles).
+- Networks: USE-Net (:mod:`.usenet`), the self-supervised attention network (:mod:`.attention`).
+
+Names (the same in the Python API and every CLI subcommand):
+
+=====================  ==============================================================================
+``usenet``             USE-Net lite trained on MoNuSeg (the default segmentation model)
+``usenet_lite``        the same architecture, untrained
+``usenet_se_resnet50`` the paper's SE-ResNet-50 USE-Net, untrained
+``attention``          the self-supervised attention network trained here (width 32)
+``attention_lite``     the same architecture, untrained
+``attention_paper``    the paper's width-64 attention network, untrained
+``baseline``           the no-learning baseline (haematoxylin + Otsu + attention post-processing)
+=====================  ==============================================================================
+"""
+
+from . import attention, usenet
+from ._registry import (
+    MAX_PARAMETERS,
+    WEIGHTS_DIR,
+    Context,
+    Kind,
+    Model,
+    ModelSpec,
+    build_network,
+    kinds,
+    load,
+    names,
+    register,
+    register_kind,
+    spec,
+    tissue_pixels,
+    unknown_model_error,
+)
+from ._sliding import dihedral_average, pad_to_multiple, sliding_window
+from ._weights import (
+    export_weights,
+    file_sha256,
+    load_checkpoint,
+    load_weights,
+    read_metadata,
+    save_checkpoint,
+    save_weights,
+)
 from .usenet import USENet, build_usenet, usenet_lite, usenet_se_resnet50
 
-__all__ = ["USENet", "build_usenet", "usenet_lite", "usenet_se_resnet50"]
+register_kind(Kind("baseline", task="segmentation", build=None, mpp=0.25, halo=64))
+
+for _s in (
+    ModelSpec(
+        "usenet",
+        "usenet",
+        "USE-Net lite trained on MoNuSeg (default)",
+        weights="usenet_lite.safetensors",
+        config={"arch": "lite"},
+    ),
+    ModelSpec("usenet_lite", "usenet", "USE-Net lite architecture, untrained", config={"arch": "lite"}),
+    ModelSpec(
+        "usenet_se_resnet50",
+        "usenet",
+        "the paper's SE-ResNet-50 USE-Net, untrained",
+        config={"arch": "se_resnet50"},
+    ),
+    ModelSpec(
+        "attention",
+        "attention",
+        "self-supervised attention network trained here (width 32)",
+        weights="attention.safetensors",
+        config={"width": 32},
+    ),
+    ModelSpec(
+        "attention_lite", "attention", "attention network of width 32, untrained", config={"width": 32}
+    ),
+    ModelSpec(
+        "attention_paper",
+        "attention",
+        "the paper's width-64 attention network, untrained",
+        config={"width": 64},
+    ),
+    ModelSpec(
+        "baseline", "baseline", "no-learning baseline: haematoxylin + Otsu + attention post-processing"
+    ),
+):
+    register(_s)
+
+__all__ = [
+    "Context",
+    "MAX_PARAMETERS",
+    "WEIGHTS_DIR",
+    "Kind",
+    "Model",
+    "ModelSpec",
+    "USENet",
+    "attention",
+    "build_network",
+    "build_usenet",
+    "dihedral_average",
+    "export_weights",
+    "file_sha256",
+    "kinds",
+    "load",
+    "load_checkpoint",
+    "load_weights",
+    "names",
+    "pad_to_multiple",
+    "read_metadata",
+    "register",
+    "register_kind",
+    "save_checkpoint",
+    "save_weights",
+    "sliding_window",
+    "spec",
+    "tissue_pixels",
+    "unknown_model_error",
+    "usenet",
+    "usenet_lite",
+    "usenet_se_resnet50",
+]

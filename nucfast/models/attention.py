@@ -22,6 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._percentile_sigmoid import PercentileSigmoid, percentile_sigmoid
+from ..postprocess import attention_instances
+from ._registry import Kind, register_kind
+from ._sliding import sliding_window
 from .usenet import SEResNetEncoder
 
 __all__ = [
@@ -67,8 +71,6 @@ class AttentionNet(nn.Module):
 
     def __init__(self, width: int = 64, p: float = 0.07, r: float = 20.0, momentum: float = 0.1):
         super().__init__()
-        from .._percentile_sigmoid import PercentileSigmoid
-
         self.config = dict(width=width, p=p, r=r, momentum=momentum)
         self.stem = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
@@ -129,8 +131,6 @@ def invert_transform(x: torch.Tensor, t: str) -> torch.Tensor:
 
 
 def _sigmoid_with_tau(net: AttentionNet, logits: torch.Tensor, tau) -> torch.Tensor:
-    from .._percentile_sigmoid import percentile_sigmoid
-
     return percentile_sigmoid(logits, p=net.head.p, r=net.head.r, tau=tau)[0]
 
 
@@ -192,16 +192,24 @@ def predict_attention(
     borders closer than half the receptive field (83 px) to a cut see less context (zero padding).
     """
     net.eval()
-    _, h, w = x01.shape
-    x = imagenet_normalize(x01)
-    if h <= tile and w <= tile:
-        return net(x[None])[0]
-    out = torch.zeros(1, h, w, dtype=x.dtype, device=x.device)
-    step = tile - 2 * overlap
-    for r0 in range(0, h, step):
-        for c0 in range(0, w, step):
-            rs, cs = max(min(r0 - overlap, h - tile), 0), max(min(c0 - overlap, w - tile), 0)
-            p = net(x[None, :, rs : rs + tile, cs : cs + tile])[0]
-            re, ce = min(r0 + step, h), min(c0 + step, w)
-            out[:, r0:re, c0:ce] = p[:, r0 - rs : re - rs, c0 - cs : ce - cs]
-    return out
+    return sliding_window(net, imagenet_normalize(x01), tile=tile, overlap=overlap)
+
+
+def _postprocess(probs, meta: dict):
+    """The attention model's post-processing (REFERENCE.md 1 steps 1-4) on A > 0.5."""
+    return attention_instances(probs[0] > 0.5)
+
+
+register_kind(
+    Kind(
+        "attention",
+        task="segmentation",
+        build=lambda config: AttentionNet(**config),
+        mpp=0.25,
+        # largest nucleus (44) + the network's receptive-field radius (83) + the post-processing's reach
+        # (~20), rounded up: the network is local, so tiled nuclei equal whole-image ones
+        halo=160,
+        predict=lambda net, x01, tile, **_: predict_attention(net, x01, tile=tile),
+        postprocess=_postprocess,
+    )
+)

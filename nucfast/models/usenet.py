@@ -38,22 +38,57 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["USENet", "SEResNetEncoder", "usenet_se_resnet50", "usenet_lite", "build_usenet", "USENET_CONFIGS"]
+from ..postprocess import usenet_instances
+from ._registry import Kind, register_kind
+from ._sliding import sliding_window
+
+__all__ = [
+    "USENet",
+    "SEResNetEncoder",
+    "usenet_se_resnet50",
+    "usenet_lite",
+    "build_usenet",
+    "predict_usenet",
+    "USENET_CONFIGS",
+]
+
+
+class BatchPooledGates:
+    """Pass as ``gate`` to compute each squeeze-excitation gate from the mean over the whole batch (all
+    images' pixels together) instead of per image; the gates used are appended to :attr:`gates` in order."""
+
+    def __init__(self):
+        self.gates: list[torch.Tensor] = []
 
 
 class SqueezeExcitation(nn.Module):
-    """avgpool -> Linear(C, C/r, no bias) -> ReLU -> Linear(C/r, C, no bias) -> sigmoid -> scale."""
+    """avgpool -> Linear(C, C/r, no bias) -> ReLU -> Linear(C/r, C, no bias) -> sigmoid -> scale.
+
+    ``gate`` (optional): the sigmoid output to use instead of the one from this input's average, (C,) or
+    (N, C) (frozen slide-level statistics); or a :class:`BatchPooledGates` (pool over the batch).
+    """
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         hidden = max(channels // reduction, 1)
+        self.channels = channels
         self.fc1 = nn.Linear(channels, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, channels, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=(2, 3))
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))
-        return x * s[:, :, None, None]
+    def excite(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))
+
+    def forward(self, x: torch.Tensor, gate=None) -> torch.Tensor:
+        if gate is None:
+            gate = self.excite(x.mean(dim=(2, 3)))
+        elif isinstance(gate, BatchPooledGates):
+            pool, gate = gate, self.excite(x.mean(dim=(0, 2, 3)))
+            pool.gates.append(gate)
+        return x * gate[..., None, None]
+
+
+def _se(block: nn.Module, x: torch.Tensor, gate) -> torch.Tensor:
+    return block.se(x, gate) if isinstance(block.se, SqueezeExcitation) else block.se(x)
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -83,11 +118,11 @@ class SEBottleneck(nn.Module):
         self.se = SqueezeExcitation(cout, reduction) if reduction > 0 else nn.Identity()
         self.downsample = _downsample(cin, cout, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate=None) -> torch.Tensor:
         idt = x if self.downsample is None else self.downsample(x)
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
-        out = self.se(self.bn3(self.conv3(out)))
+        out = _se(self, self.bn3(self.conv3(out)), gate)
         return F.relu(out + idt, inplace=True)
 
 
@@ -105,10 +140,10 @@ class SEBasicBlock(nn.Module):
         self.se = SqueezeExcitation(width, reduction) if reduction > 0 else nn.Identity()
         self.downsample = _downsample(cin, width, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate=None) -> torch.Tensor:
         idt = x if self.downsample is None else self.downsample(x)
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.se(self.bn2(self.conv2(out)))
+        out = _se(self, self.bn2(self.conv2(out)), gate)
         return F.relu(out + idt, inplace=True)
 
 
@@ -148,13 +183,30 @@ class SEResNetEncoder(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.channels = (stem_width,) + tuple(w * blk.expansion for w in widths)
+        #: channels of each squeeze-excitation gate, in forward order (empty without SE)
+        self.se_channels = tuple(
+            b.se.channels for st in stages for b in st if isinstance(b.se, SqueezeExcitation)
+        )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, gates=None) -> list[torch.Tensor]:
+        """``gates``: None (per-image SE), a list of per-block gates (:attr:`se_channels`) or a
+        :class:`BatchPooledGates`."""
+        k = 0
+
+        def stage(layer, y):
+            nonlocal k
+            for b in layer:
+                g = gates
+                if isinstance(gates, list | tuple) and isinstance(b.se, SqueezeExcitation):
+                    g, k = gates[k], k + 1
+                y = b(y, g)
+            return y
+
         s0 = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        s1 = self.layer1(self.maxpool(s0))
-        s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        s4 = self.layer4(s3)
+        s1 = stage(self.layer1, self.maxpool(s0))
+        s2 = stage(self.layer2, s1)
+        s3 = stage(self.layer3, s2)
+        s4 = stage(self.layer4, s3)
         return [s0, s1, s2, s3, s4]
 
 
@@ -238,10 +290,34 @@ class USENet(nn.Module):
             elif isinstance(m, SEBasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def n_se_gates(self) -> int:
+        """Length of the flat ``se_gates`` vector (sum of the SE blocks' channels)."""
+        return sum(self.encoder.se_channels)
+
+    @torch.no_grad()
+    def fit_se_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """Slide-level squeeze-excitation gates: every gate computed from the average over all pixels of
+        the batch ``x`` (N, 3, h, w) (a fixed tissue sample) instead of per image. Returns the flat
+        float32 vector (:attr:`n_se_gates`) to pass as ``forward(x, se_gates=...)``."""
+        pool = BatchPooledGates()
+        self.encoder(x, pool)
+        if not pool.gates:
+            return torch.zeros(0)
+        return torch.cat([g.reshape(-1) for g in pool.gates]).float()
+
+    def forward(self, x: torch.Tensor, se_gates: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, 2, H, W). ``se_gates``: optional frozen squeeze-excitation gates, flat (n_se_gates,)
+        or (N, n_se_gates) (:meth:`fit_se_gates`): the network is then local (a plain CNN), so its output
+        no longer depends on the window it runs on. Without them, each image's own averages (the paper)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"x must have shape (N, 3, H, W), got {tuple(x.shape)}")
-        s0, s1, s2, s3, s4 = self.encoder(x)
+        gates = None
+        if se_gates is not None:
+            if se_gates.shape[-1] != self.n_se_gates:
+                raise ValueError(f"se_gates must have {self.n_se_gates} values, got {tuple(se_gates.shape)}")
+            gates = list(torch.split(se_gates.to(x.dtype), list(self.encoder.se_channels), dim=-1))
+        s0, s1, s2, s3, s4 = self.encoder(x, gates)
         y = self.dec4(torch.cat([_up(s4, s3.shape[-2:]), s3], 1))
         y = self.dec3(torch.cat([_up(y, s2.shape[-2:]), s2], 1))
         y = self.dec2(torch.cat([_up(y, s1.shape[-2:]), s1], 1))
@@ -285,3 +361,50 @@ def usenet_se_resnet50() -> USENet:
 def usenet_lite() -> USENet:
     """Half-width SE-ResNet-18-style USE-Net for CPU training/inference, randomly initialised."""
     return build_usenet("lite")
+
+
+def _build_from_config(config: dict) -> USENet:
+    """The network of a weights file's ``config`` (constructor arguments) or of ``{"arch": name, ...}``."""
+    return build_usenet(**config) if "arch" in config else USENet(**config)
+
+
+@torch.no_grad()
+def predict_usenet(
+    net: USENet,
+    x01: torch.Tensor,
+    tile: int = 1024,
+    *,
+    overlap: int = 64,
+    se_gates: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sigmoid probabilities (2, H, W) (mask, marker) of one image (3, H, W) in [0, 1].
+
+    Windows are reflect-padded to a multiple of 32 (the encoder's stride); images larger than ``tile`` run
+    in windows overlapping by ``overlap`` (:func:`nucfast.models.sliding_window`). ``se_gates``: frozen
+    squeeze-excitation gates (:meth:`USENet.fit_se_gates`), so the result does not depend on the windows.
+    """
+    net.eval()
+    g = None if se_gates is None else se_gates.to(x01.device)
+    return sliding_window(lambda z: torch.sigmoid(net(z, g)), x01, tile=tile, overlap=overlap, multiple=32)
+
+
+def _postprocess(probs, meta: dict):
+    """The method and thresholds selected with the checkpoint (metadata ``postprocess``); the paper's ridges
+    at 0.1 / 0.1 when absent."""
+    return usenet_instances(probs[0], probs[1], **(meta.get("postprocess") or {}))
+
+
+register_kind(
+    Kind(
+        "usenet",
+        task="segmentation",
+        build=_build_from_config,
+        mpp=0.25,
+        # the largest nucleus plus the post-processing's reach; the output also depends on the whole
+        # window (squeeze-excitation), docs/SLIDE.md
+        halo=64,
+        predict=predict_usenet,
+        postprocess=_postprocess,
+        fit=lambda net, batch: {"se_gates": net.fit_se_gates(batch)},
+    )
+)

@@ -56,7 +56,7 @@ import numpy as np
 
 from .reader import SlideReader, open_slide
 from .segmenters import BACKENDS, TileSegmentation, get_segmenter, hed_optical_density
-from .tissue import Tile, tile_grid, tissue_mask
+from .tissue import Tile, sample_patches, tile_grid, tissue_mask
 
 __all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid"]
 
@@ -396,21 +396,9 @@ def _write_tile_table(path: Path, cols: dict) -> None:
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
-def _sample_patches(grid: WorkingGrid, mask: np.ndarray, mask_ds_working: float, n: int = 8, size: int = 512):
-    """Fixed tissue sample: ``n`` patches centred on tissue pixels evenly spaced in raster order."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return []
-    idx = np.unique(np.linspace(0, len(ys) - 1, num=min(n, len(ys))).round().astype(int))
-    H, W = grid.shape
-    out = []
-    for i in idx:
-        cr = int((ys[i] + 0.5) * mask_ds_working)
-        cc = int((xs[i] + 0.5) * mask_ds_working)
-        r = int(np.clip(cr - size // 2, 0, max(H - size, 0)))
-        c = int(np.clip(cc - size // 2, 0, max(W - size, 0)))
-        out.append(grid.read(r, c, min(size, H), min(size, W)))
-    return out
+def _sample_patches(grid: WorkingGrid, mask: np.ndarray, mask_ds_working: float):
+    """Fixed tissue sample (:func:`nucfast.slide.tissue.sample_patches`) of the working grid."""
+    return sample_patches(grid.read, grid.shape, mask, mask_ds_working)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .. import models
+from ..engines import cached_onnx, select_backend
+from ..postprocess import attention_instances
 
 __all__ = [
     "TileSegmentation",
@@ -62,9 +67,7 @@ def hed_optical_density(rgb: np.ndarray) -> np.ndarray:
     return rgb2hed(np.asarray(rgb)[..., :3]).astype(np.float32)
 
 
-def _tissue_pixels(rgb: np.ndarray) -> np.ndarray:
-    """Pixels that are not glass (some channel below 220): what slide-level statistics are fitted on."""
-    return rgb.min(axis=2) < 220
+_tissue_pixels = models.tissue_pixels
 
 
 def _mean_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -79,18 +82,21 @@ def attention_postprocess(binary: np.ndarray) -> np.ndarray:
 
     Identical to ``nucfast.postprocess.reference.attention_instances_reference`` (tested there).
     """
-    from nucfast.postprocess import attention_instances
-
     return attention_instances(np.ascontiguousarray(binary, dtype=bool))
+
+
+def _reference():
+    """The scipy / scikit-image reference post-processing (optional dependencies: imported on demand)."""
+    from ..postprocess import reference
+
+    return reference
 
 
 def _resolve_postprocess(postprocess):
     if postprocess is None or postprocess == "nucfast":
         return attention_postprocess
     if postprocess == "reference":
-        from nucfast.postprocess.reference import attention_instances_reference
-
-        return attention_instances_reference
+        return _reference().attention_instances_reference
     if callable(postprocess):
         return postprocess
     raise ValueError(f"postprocess must be 'nucfast', 'reference' or a callable, got {postprocess!r}")
@@ -180,7 +186,7 @@ class ModelSegmenter:
     Per tile: Reinhard normalisation with **slide-level** source statistics (fitted once by :meth:`fit` on
     the engine's fixed tissue sample, so no value depends on the tiling), inference on the selected
     backend, then the model's post-processing with the nucfast kernels
-    (:func:`nucfast._segment.postprocess_probs`: for USE-Net the method and thresholds stored with the
+    (:meth:`nucfast.models.Model.postprocess`: for USE-Net the method and thresholds stored with the
     weights).
 
     Parameters
@@ -190,15 +196,16 @@ class ModelSegmenter:
         ``"auto"``/``"cpu"``/``"cuda"`` choose the device and let :func:`nucfast.engines.select_backend`
         pick the engine there (TensorRT when an engine is cached, else torch, on a GPU; onnxruntime on the
         CPU); the other three force that engine.
-    mpp : float
-        Working resolution: 0.25 um/px, the 40x scale of the MoNuSeg training images.
+    mpp : float, optional
+        Working resolution (default the model's: 0.25 um/px, the 40x scale of the MoNuSeg training images).
     halo : int, optional
-        Context each side (working px). USE-Net: 64, the largest nucleus plus the post-processing's reach,
-        as for the baseline; its output also depends on the whole input window (squeeze-excitation), so
-        tiled results agree closely, not exactly, with whole-image inference, and a wider halo barely
-        changes that (measured for 32-128 px, docs/SLIDE.md). Attention: 160 = largest nucleus (44) + the
-        network's receptive-field radius (83) + the post-processing's reach (~20, rounded up): the network
-        is local, so every nucleus touching a core is computed exactly as in a whole-image run.
+        Context each side (working px; default the model's). USE-Net: 64, the largest nucleus plus the
+        post-processing's reach, as for the baseline; its output also depends on the whole input window
+        (squeeze-excitation), so tiled results agree closely, not exactly, with whole-image inference, and a
+        wider halo barely changes that (measured for 32-128 px, docs/SLIDE.md). Attention: 160 = largest
+        nucleus (44) + the network's receptive-field radius (83) + the post-processing's reach (~20, rounded
+        up): the network is local, so every nucleus touching a core is computed exactly as in a whole-image
+        run.
     tta : average over the 8 flips/rotations (8x the inference cost)
     threads : onnxruntime intra-op threads (default: torch's)
     postprocess : {"nucfast", "reference"}
@@ -213,33 +220,29 @@ class ModelSegmenter:
         model="usenet",
         *,
         backend: str = "auto",
-        mpp: float = 0.25,
+        mpp: float | None = None,
         halo: int | None = None,
         tta: bool = False,
         threads: int | None = None,
         postprocess: str = "nucfast",
     ):
-        import torch
-
-        from nucfast._segment import load_model
-        from nucfast.engines import export_onnx, select_backend
-        from nucfast.stain import ReinhardNormalizer
-
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if postprocess not in ("nucfast", "reference"):
             raise ValueError(f"postprocess must be 'nucfast' or 'reference', got {postprocess!r}")
         self.postprocess = postprocess
-        self.model = load_model(model)
-        self.name = model if isinstance(model, str) and model in ("usenet", "attention") else self.model.kind
-        if halo is None:
-            halo = 160 if self.model.kind == "attention" else 64
-        self.mpp, self.halo, self.tta = float(mpp), int(halo), bool(tta)
-        onnx = None
-        if backend != "torch":  # onnxruntime runs it; TensorRT's engine cache is keyed by it
-            onnx = getattr(self.model, "_onnx", None)
-            if onnx is None:  # exported once per loaded weights (load_model caches the model)
-                onnx = self.model._onnx = export_onnx(self.model.net)
+        self.model = models.load(model)
+        if self.model.task != "segmentation" or self.model.net is None:
+            raise ValueError(f"model {self.model.name!r} is not a segmentation network")
+        self.name = self.model.name
+        self.mpp = float(mpp if mpp is not None else self.model.mpp)
+        self.halo = int(halo if halo is not None else self.model.halo)
+        self.tta = bool(tta)
+        # USE-Net runs with frozen slide-level squeeze-excitation gates (an input of its graph), so a tile's
+        # probabilities do not depend on the tile; onnxruntime runs the export, TensorRT's engine cache is
+        # keyed by it (one export per loaded model)
+        self._se = getattr(self.model.net, "n_se_gates", 0) > 0
+        onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
         if backend in ("auto", "cpu", "cuda"):
             device = "cpu" if backend == "cpu" or not torch.cuda.is_available() else "cuda"
             if backend == "cuda" and device != "cuda":
@@ -249,12 +252,7 @@ class ModelSegmenter:
             )
         else:
             self.engine = select_backend(backend, self.model.net, onnx=onnx, intra_op_threads=threads)
-        self.normalizer = None
-        if self.model.normalizer is not None:
-            st = self.model.normalizer.state_dict()
-            self.normalizer = ReinhardNormalizer().load_state_dict(
-                {"target_mean": st["target_mean"], "target_std": st["target_std"]}
-            )
+        self.context: models.Context | None = None  # slide-level statistics, set by fit()
         self.timing = {"normalize": 0.0, "infer": 0.0, "postprocess": 0.0}
         self._lock = threading.Lock()
 
@@ -263,23 +261,10 @@ class ModelSegmenter:
         return self.engine.name
 
     def fit(self, samples) -> None:
-        """Slide-level Reinhard source statistics: LAB mean/std over the tissue pixels of ``samples``."""
-        if self.normalizer is None:
-            return
-        import torch
-
-        from nucfast.stain import rgb_to_lab
-
-        labs = []
-        for s in samples:
-            s = np.require(np.asarray(s)[..., :3], requirements=["C", "W"])
-            tissue = torch.from_numpy(_tissue_pixels(s))
-            lab = rgb_to_lab(torch.from_numpy(s).permute(2, 0, 1).double() / 255.0)
-            labs.append(lab[:, tissue])
-        v = torch.cat(labs, dim=1) if labs else torch.zeros(3, 0, dtype=torch.float64)
-        if v.shape[1] < 100:
-            raise ValueError("cannot estimate the slide's stain statistics: the tissue sample is empty")
-        self.normalizer.source_mean, self.normalizer.source_std = v.mean(1), v.std(1).clamp_min(1e-6)
+        """Slide-level statistics on the engine's fixed tissue sample, as ``segment_image`` does on a whole
+        image (:meth:`nucfast.models.Model.fit_context`): Reinhard source statistics (LAB mean/std over the
+        tissue pixels) and USE-Net's squeeze-excitation gates."""
+        self.context = self.model.fit_context(samples)
 
     def state(self) -> dict:
         m = self.model.meta
@@ -293,56 +278,41 @@ class ModelSegmenter:
             "halo": self.halo,
             "tta": self.tta,
         }
-        if self.normalizer is not None and self.normalizer.source_mean is not None:
-            st["source_mean"] = [round(float(v), 6) for v in self.normalizer.source_mean]
-            st["source_std"] = [round(float(v), 6) for v in self.normalizer.source_std]
+        if self.context is not None:
+            st.update(self.context.state())
         return st
 
     def _infer(self, x):
-        import torch
-        import torch.nn.functional as F
-
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 32, (-w) % 32
-        if ph or pw:
-            mode = "reflect" if (ph < h and pw < w) else "replicate"
-            x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+        x = models.pad_to_multiple(x, 32)
+        inputs = self.context.inputs if self._se else {}
         if not self.tta:
-            return self.engine(x[None])[0, :, :h, :w]
-        from nucfast._segment import dihedral_average
-
-        return dihedral_average(lambda z: self.engine(z[None])[0], x)[:, :h, :w].to(torch.float32)
+            return self.engine(x[None], **inputs)[0, :, :h, :w]
+        tta = models.dihedral_average(lambda z: self.engine(z[None], **inputs)[0], x)
+        return tta[:, :h, :w].to(torch.float32)
 
     def __call__(self, rgb) -> TileSegmentation:
-        import torch
-
-        from nucfast._segment import postprocess_probs
-
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
             raise ValueError(f"tile must be uint8 (h, w, 3), got {rgb.shape} {rgb.dtype}")
         t0 = time.perf_counter()
         x = torch.from_numpy(np.require(rgb[..., :3], requirements=["C", "W"])).permute(2, 0, 1) / 255.0
-        if self.normalizer is not None:
-            if self.normalizer.source_mean is None:
-                raise RuntimeError(
-                    "ModelSegmenter: call fit(samples) before segmenting (slide-level stain statistics)"
-                )
-            x = self.normalizer.transform(x, dtype=torch.float32)
+        if self.context is None:
+            raise RuntimeError("ModelSegmenter: call fit(samples) before segmenting (slide-level statistics)")
+        x = self.context.normalize(x)
         t1 = time.perf_counter()
         probs = self._infer(x).float().cpu().numpy()
         t2 = time.perf_counter()
         pp = None
         if self.postprocess == "reference":
-            from nucfast.postprocess import reference as ref
-
+            ref = _reference()
             cfg = self.model.meta.get("postprocess") or {}
             pp = (
                 (lambda pm, pk: ref.usenet_instances_reference(pm, pk, **cfg))
                 if self.model.kind == "usenet"
                 else ref.attention_instances_reference
             )
-        labels = np.ascontiguousarray(postprocess_probs(self.model, probs, pp), dtype=np.int32)
+        labels = np.ascontiguousarray(self.model.postprocess(probs, pp), dtype=np.int32)
         n = int(labels.max()) if labels.size else 0
         scores = _mean_per_label(labels, probs[0], n)
         t3 = time.perf_counter()
@@ -353,12 +323,16 @@ class ModelSegmenter:
         return TileSegmentation(labels, scores)
 
 
-SEGMENTERS = {"baseline": BaselineSegmenter, "usenet": ModelSegmenter, "attention": ModelSegmenter}
+#: Deprecated: the segmentation model names are :func:`nucfast.models.names` ``("segmentation")``.
+SEGMENTERS = {
+    n: (BaselineSegmenter if n == "baseline" else ModelSegmenter) for n in models.names("segmentation")
+}
 
 
 def get_segmenter(model, *, backend: str = "auto", **kwargs):
-    """A segmenter: ``"baseline"``; ``"usenet"`` / ``"attention"`` / a ``.safetensors`` file (a
-    :class:`ModelSegmenter` on ``backend``); or an object following the protocol above (returned as is)."""
+    """A segmenter: ``"baseline"``; another segmentation model name (:func:`nucfast.models.names`) or a
+    ``.safetensors`` file (a :class:`ModelSegmenter` on ``backend``); or an object following the protocol
+    above (returned as is)."""
     if not isinstance(model, str | Path):
         if not callable(model) or not hasattr(model, "mpp") or not hasattr(model, "halo"):
             raise TypeError(
@@ -367,6 +341,7 @@ def get_segmenter(model, *, backend: str = "auto", **kwargs):
         return model
     if model == "baseline":
         return BaselineSegmenter(**kwargs)
-    if model in SEGMENTERS or str(model).endswith(".safetensors"):
-        return ModelSegmenter(model if model in SEGMENTERS else str(model), backend=backend, **kwargs)
-    raise ValueError(f"unknown model {model!r}; available: {sorted(SEGMENTERS)} or a .safetensors file")
+    if str(model).endswith(".safetensors"):
+        return ModelSegmenter(str(model), backend=backend, **kwargs)
+    models.spec(str(model), task="segmentation")  # the one unknown-model error, listing the names
+    return ModelSegmenter(str(model), backend=backend, **kwargs)

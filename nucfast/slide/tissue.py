@@ -4,15 +4,23 @@
 so an all-glass thumbnail stays empty, excluding near-white and near-black (pen, dust) pixels, then
 closing/opening with discs sized in microns, removal of small specks and filling of small holes.
 ``tile_grid``: the tiles (cores) of a regular grid whose area, grown by a margin, touches tissue.
+``sample_patches``: the fixed tissue sample that slide-level statistics are fitted on (stain, SE gates);
+``image_tissue_sample``: the same rule on an image in memory, so ``segment_image`` and ``segment_slide``
+fit their statistics on the same patches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Tile", "tissue_mask", "tile_grid"]
+__all__ = ["Tile", "tissue_mask", "tile_grid", "area_thumbnail", "sample_patches", "image_tissue_sample"]
+
+#: The fixed tissue sample: this many patches of this side (working px).
+SAMPLE_PATCHES = 8
+SAMPLE_SIZE = 512
 
 
 def _disk(r: int) -> np.ndarray:
@@ -146,3 +154,53 @@ def tile_grid(
                     continue
             out.append(Tile(i * nc + j, r, c, h, w))
     return out
+
+
+def area_thumbnail(rgb: np.ndarray, max_size: int = 1024) -> tuple[np.ndarray, float]:
+    """Area-averaged thumbnail of an RGB image, longest side <= ``max_size``, by the integer factor that
+    :meth:`nucfast.slide.SlideReader.thumbnail` uses on a level (edge-padded, rounded): ``(thumb, k)``."""
+    h, w = rgb.shape[:2]
+    k = max(1, int(np.ceil(max(h, w) / max_size)))
+    if k == 1:
+        return np.ascontiguousarray(rgb[..., :3]), 1.0
+    th, tw = -(-h // k), -(-w // k)
+    x = np.pad(rgb[..., :3].astype(np.float32), ((0, th * k - h), (0, tw * k - w), (0, 0)), mode="edge")
+    blk = x.reshape(th, k, tw, k, 3).mean(axis=(1, 3))
+    return np.clip(np.rint(blk), 0, 255).astype(np.uint8), float(k)
+
+
+def sample_patches(
+    read: Callable[[int, int, int, int], np.ndarray],
+    shape: tuple[int, int],
+    mask: np.ndarray,
+    mask_ds: float,
+    *,
+    n: int = SAMPLE_PATCHES,
+    size: int = SAMPLE_SIZE,
+) -> list[np.ndarray]:
+    """Fixed tissue sample: ``n`` patches of ``size`` (clipped to the image) centred on tissue pixels of
+    ``mask`` evenly spaced in raster order; ``read(row, col, h, w)`` reads working pixels, ``mask_ds`` is
+    working px per mask px. Every patch has the same shape. Empty when the mask has no tissue."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return []
+    idx = np.unique(np.linspace(0, len(ys) - 1, num=min(n, len(ys))).round().astype(int))
+    H, W = shape
+    ph, pw = min(size, H), min(size, W)
+    out = []
+    for i in idx:
+        cr = int((ys[i] + 0.5) * mask_ds)
+        cc = int((xs[i] + 0.5) * mask_ds)
+        r = int(np.clip(cr - size // 2, 0, max(H - size, 0)))
+        c = int(np.clip(cc - size // 2, 0, max(W - size, 0)))
+        out.append(read(r, c, ph, pw))
+    return out
+
+
+def image_tissue_sample(rgb: np.ndarray, *, mpp: float = 0.25, tissue: bool = True) -> list[np.ndarray]:
+    """:func:`sample_patches` of an RGB uint8 image (h, w, 3) at working resolution ``mpp``: the tissue
+    mask of its :func:`area_thumbnail` (``tissue=False``: every pixel), as ``segment_slide`` does for a
+    slide whose level 0 is this image."""
+    thumb, ds = area_thumbnail(rgb)
+    mask = tissue_mask(thumb, downsample=ds, mpp=mpp) if tissue else np.ones(thumb.shape[:2], bool)
+    return sample_patches(lambda r, c, h, w: rgb[r : r + h, c : c + w, :3], rgb.shape[:2], mask, ds)

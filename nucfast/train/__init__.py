@@ -5,19 +5,21 @@ For the main CLI, :func:`add_train_subparsers` / :func:`add_evaluate_subparser` 
 
 from __future__ import annotations
 
+import argparse
+
+from .._evaluate import add_evaluate_arguments, run_evaluate_cli
+from .attention import add_attention_arguments, run_attention_cli
+from .usenet import add_usenet_arguments, run_usenet_cli
+
 __all__ = ["add_train_subparsers", "add_evaluate_subparser", "main"]
 
 
 def add_train_subparsers(subparsers) -> None:
     """Add ``usenet`` (and, when available, ``attention``) training sub-commands to an argparse subparsers
     object; each sets ``func`` so the caller runs ``args.func(args)``."""
-    from .usenet import add_usenet_arguments, run_usenet_cli
-
     p = subparsers.add_parser("usenet", help="train USE-Net (supervised, instance label maps)")
     add_usenet_arguments(p)
     p.set_defaults(func=run_usenet_cli)
-
-    from .attention import add_attention_arguments, run_attention_cli
 
     p = subparsers.add_parser(
         "attention", help="train the self-supervised attention model (scale classification)"
@@ -28,16 +30,12 @@ def add_train_subparsers(subparsers) -> None:
 
 def add_evaluate_subparser(subparsers) -> None:
     """Add ``evaluate`` (per-image and mean AJI/AJI+/PQ/Dice on a MoNuSeg-layout directory)."""
-    from .._evaluate import add_evaluate_arguments, run_evaluate_cli
-
     p = subparsers.add_parser("evaluate", help="evaluate a model on NAME.png + NAME_inst.tif pairs")
     add_evaluate_arguments(p)
     p.set_defaults(func=run_evaluate_cli)
 
 
 def main(argv=None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m nucfast.train", description="Train nucfast models")
     sub = ap.add_subparsers(dest="model", required=True)
     add_train_subparsers(sub)

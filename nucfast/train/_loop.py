@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from ..models import load_checkpoint, read_metadata, save_checkpoint
 from .data import DEFAULT_TARGET, list_names, split_names
 
 

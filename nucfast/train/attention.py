@@ -21,10 +21,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.attention import TRANSFORMS, AttentionNet, ScaleClassifier, attention_losses, imagenet_normalize
+from ..baseline import haematoxylin_baseline
+from ..metrics import all_metrics
+from ..models import save_weights
+from ..models.attention import (
+    TRANSFORMS,
+    AttentionNet,
+    ScaleClassifier,
+    attention_losses,
+    imagenet_normalize,
+    predict_attention,
+)
+from ..postprocess.reference import attention_instances_reference
 from ..stain import ReinhardNormalizer, hed_to_rgb, rgb_to_hed
 from ._loop import Run, RunConfig, add_config_arguments, config_from_args
-from .checkpoint import save_weights
 from .data import load_dataset, read_rgb
 
 __all__ = ["AttentionConfig", "MWSISampler", "train_attention", "validate_attention", "tissue_fraction"]
@@ -103,10 +113,6 @@ class MWSISampler:
 
 @torch.no_grad()
 def validate_attention(net: AttentionNet, samples) -> dict:
-    from ..metrics import all_metrics
-    from ..models.attention import predict_attention
-    from ..postprocess.reference import attention_instances_reference
-
     per = {}
     for s in samples:
         x = torch.from_numpy(s.rgb).permute(2, 0, 1).float() / 255.0
@@ -146,8 +152,6 @@ def train_attention(
     raw = load_dataset(cfg.data, cfg.train_names)
     pseudo = None
     if cfg.pseudo_weight > 0:
-        from ..baseline import haematoxylin_baseline
-
         pseudo = [haematoxylin_baseline(s.rgb) > 0 for s in raw]
     sampler = MWSISampler(
         [normalizer.transform(s.rgb) for s in raw], crop=cfg.crop, hed_sigma=cfg.hed_sigma, pseudo=pseudo

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from ..datasets import list_names, read_labels, read_rgb, split_names
+from ..stain import hed_to_rgb, rgb_to_hed
+
 __all__ = [
     "load_dataset",
     "list_names",
@@ -25,47 +28,6 @@ __all__ = [
 ]
 
 DEFAULT_TARGET = "TCGA-B0-5711-01Z-00-DX1"
-
-
-def list_names(data_dir) -> list[str]:
-    """Sorted image names ``NAME`` for which both ``NAME.png`` and ``NAME_inst.tif`` exist."""
-    d = Path(data_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"data_dir {d} is not a directory")
-    names = sorted(
-        p.name[: -len("_inst.tif")] for p in d.glob("*_inst.tif") if (d / (p.name[:-9] + ".png")).exists()
-    )
-    if not names:
-        raise FileNotFoundError(f"no NAME.png + NAME_inst.tif pairs in {d}")
-    return names
-
-
-def read_rgb(path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
-
-
-def read_labels(path) -> np.ndarray:
-    import tifffile
-
-    return np.ascontiguousarray(tifffile.imread(str(path))).astype(np.int32)
-
-
-def split_names(
-    names: list[str], *, n_val: int, seed: int, keep_in_train: tuple[str, ...] = ()
-) -> tuple[list, list]:
-    """Image-level split: a seeded permutation of the sorted names; the first ``n_val`` (not in
-    ``keep_in_train``) are validation. Returns (train, val), each sorted."""
-    names = sorted(names)
-    if not 0 <= n_val < len(names):
-        raise ValueError(f"n_val must be in [0, {len(names)}), got {n_val}")
-    perm = np.random.default_rng(seed).permutation(len(names))
-    cand = [names[i] for i in perm if names[i] not in keep_in_train]
-    val = sorted(cand[:n_val])
-    train = sorted(n for n in names if n not in val)
-    return train, val
 
 
 def marker_radius(area: int) -> int:
@@ -180,7 +142,6 @@ class CropSampler:
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return images (B, 3, crop, crop) in [0, 1] and targets (B, 2, crop, crop) in {0, 1}."""
-        from ..stain import hed_to_rgb, rgb_to_hed
 
         xs, ys = [], []
         for _ in range(batch):

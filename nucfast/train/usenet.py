@@ -16,10 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.usenet import build_usenet
+from ..metrics import aji, all_metrics
+from ..models import save_weights
+from ..models.usenet import build_usenet, predict_usenet
+from ..postprocess import usenet_instances
 from ..stain import ReinhardNormalizer
 from ._loop import Run, RunConfig, add_config_arguments, config_from_args
-from .checkpoint import save_weights
 from .data import CropSampler, load_dataset, read_rgb
 
 __all__ = ["UsenetConfig", "train_usenet", "usenet_loss", "predict_probs", "validate"]
@@ -64,27 +66,9 @@ def _lr_at(step: int, cfg: UsenetConfig) -> float:
 def predict_probs(
     model: torch.nn.Module, rgb01: torch.Tensor, *, tile: int = 1024, overlap: int = 64
 ) -> torch.Tensor:
-    """Sigmoid probabilities (2, H, W) of a USE-Net for one image (3, H, W) in [0, 1].
-
-    Images up to ``tile`` on each side run whole (reflect-padded to a multiple of 32); larger ones run in
-    overlapping tiles whose centres are kept.
-    """
-    model.eval()
-    _, h, w = rgb01.shape
-    if h <= tile and w <= tile:
-        ph, pw = (-h) % 32, (-w) % 32
-        mode = "reflect" if (ph < h and pw < w) else "replicate"  # reflect needs pad < size
-        x = F.pad(rgb01[None], (0, pw, 0, ph), mode=mode) if (ph or pw) else rgb01[None]
-        return torch.sigmoid(model(x))[0, :, :h, :w]
-    out = torch.zeros(2, h, w, dtype=rgb01.dtype)
-    step = tile - 2 * overlap
-    for r0 in range(0, h, step):
-        for c0 in range(0, w, step):
-            rs, cs = max(min(r0 - overlap, h - tile), 0), max(min(c0 - overlap, w - tile), 0)
-            p = predict_probs(model, rgb01[:, rs : rs + tile, cs : cs + tile], tile=tile)
-            re, ce = min(r0 + step, h), min(c0 + step, w)
-            out[:, r0:re, c0:ce] = p[:, r0 - rs : re - rs, c0 - cs : ce - cs]
-    return out
+    """Sigmoid probabilities (2, H, W) of a USE-Net for one image (3, H, W) in [0, 1]: the model layer's
+    :func:`nucfast.models.usenet.predict_usenet` (one sliding window for every entry point)."""
+    return predict_usenet(model, rgb01, tile=tile, overlap=overlap)
 
 
 # Post-processings tried at every validation; the checkpoint and its post-processing are selected together
@@ -105,8 +89,6 @@ SELECTION = "val-aji-over-pp-grid-v1"
 def validate(model, samples, *, grid=PP_GRID) -> dict:
     """Validation metrics on whole images: AJI of every post-processing in ``grid`` (the fast nucfast
     pipelines), then all metrics of the best one (``best_pp``) and of the paper's (``paper``)."""
-    from ..metrics import aji, all_metrics
-    from ..postprocess import usenet_instances
 
     probs = []
     for s in samples:
