@@ -111,7 +111,7 @@ def test_errors(tmp_path):
         export_onnx(net, sample_shape=(1, 1, 64, 64))
     with pytest.raises(ValueError, match="output must be"):
         export_onnx(net, output="masks")
-    with pytest.raises(ValueError, match="model must be one of"):
+    with pytest.raises(ValueError, match="unknown model .no_such_net.: expected one of"):
         load_model("no_such_net")
     from nucfast.train.checkpoint import save_weights
 

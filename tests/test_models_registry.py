@@ -31,7 +31,7 @@ def test_names_and_tasks():
 def test_shipped_models_know_what_inference_needs(name):
     m = load(name)
     assert isinstance(m, Model) and m.name == name and m.task == "segmentation"
-    assert m.mpp == 0.25 and m.halo == (64 if name == "usenet" else 160)
+    assert m.mpp == 0.25 and m.halo == (128 if name == "usenet" else 160)
     assert m.path is not None and len(m.sha256) == 64
     assert load(name) is m  # loaded once per process
     assert nucfast.load_model(name) is m  # the deprecated alias is the same loader
@@ -190,3 +190,29 @@ def test_model_registry_is_the_only_name_table():
     assert set(nucfast.engines.MODELS) == {n for n in names() if n != "baseline"}
     assert set(nucfast.slide.segmenters.SEGMENTERS) == set(names("segmentation"))
     assert models.spec("usenet").weights == "usenet_lite.safetensors"
+
+
+def _function_local_nucfast_imports():
+    out = []
+    for path in sorted(PKG.rglob("*.py")):
+        src = path.read_text().splitlines()
+        tree = ast.parse("\n".join(src))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                mod = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+                if isinstance(node, ast.ImportFrom) and (node.level or mod.startswith("nucfast")):
+                    out.append((path.relative_to(PKG).as_posix(), node.lineno, src))
+                elif isinstance(node, ast.Import) and any(a.name.startswith("nucfast") for a in node.names):
+                    out.append((path.relative_to(PKG).as_posix(), node.lineno, src))
+    return out
+
+
+def test_few_function_local_imports_each_commented():
+    """Imports of nucfast modules inside functions: at most 10, each for an optional heavy dependency and
+    saying so in a comment (on the line or the line above)."""
+    found = _function_local_nucfast_imports()
+    assert len(found) <= 10, [f"{p}:{n}" for p, n, _ in found]
+    for p, n, src in found:
+        assert "#" in src[n - 1] or src[n - 2].strip().startswith("#") or '"""' in src[n - 2], f"{p}:{n}"

@@ -60,7 +60,8 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api", choices=APIS, default="auto",
                    help="tensorrt (needs a GPU), tensorrt_rtx (builds without one), auto (default)")
     p.add_argument("--tile", type=int, default=1024, help="slide engine tile core (default 1024)")
-    p.add_argument("--halo", type=int, default=64, help="slide engine halo each side (default 64)")
+    p.add_argument("--halo", type=int, default=None,
+                   help="slide engine halo each side (default: the model's, USE-Net 128)")
     p.add_argument("--max-batch", type=int, default=4, help="largest batch of the default profile")
     p.add_argument("--min-size", type=int, default=64, help="smallest tile side of the default profile")
     p.add_argument("--profile", type=parse_profile, action="append", default=None, metavar="MIN:OPT:MAX",
@@ -104,7 +105,8 @@ def run_build(args: argparse.Namespace) -> int:
         onnx: bytes = args.onnx.read_bytes()
     else:
         onnx = _export_checked(args)
-    profiles = args.profile or default_profiles(args.tile, args.halo, max_batch=args.max_batch,
+    halo = args.halo if args.halo is not None else models.load(args.model).halo
+    profiles = args.profile or default_profiles(args.tile, halo, max_batch=args.max_batch,
                                                 min_size=args.min_size)
     t = time.perf_counter()
     info = build_engine(onnx, precision=args.precision, profiles=profiles, calibration_tiles=args.calibration,

@@ -40,6 +40,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shipped weights unreadable to others
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
