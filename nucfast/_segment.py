@@ -13,7 +13,7 @@ from .slide.tissue import image_tissue_sample
 __all__ = ["segment_image", "load_model", "SegmentationModel", "WEIGHTS_DIR", "BUILTIN_MODELS"]
 
 #: Deprecated: the model layer's registry (:func:`nucfast.models.names`) replaces this table.
-BUILTIN_MODELS = {"usenet": "usenet_lite.safetensors", "attention": "attention.safetensors"}
+BUILTIN_MODELS = {n: models.spec(n).weights for n in models.names() if models.spec(n).weights}
 #: Deprecated alias of :class:`nucfast.models.Model`.
 SegmentationModel = Model
 

@@ -13,8 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import models
+from . import __version__, models
+from .engines import add_engine_subparsers
+from .slide import DiskFullError, MissingMPPError, SlideReadError, segment_slide
+from .slide.accuracy import aji, detection_scores
 from .slide.engine import BACKENDS
+from .synthetic import write_synthetic_slide
 
 __all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMAND_REGISTRARS"]
 
@@ -24,7 +28,7 @@ SUBCOMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 def _register_train_evaluate(sub) -> None:
     """``nucfast train {usenet,attention} ...`` and ``nucfast evaluate ...`` from ``nucfast.train``."""
     try:
-        from .train import add_evaluate_subparser, add_train_subparsers
+        from .train import add_evaluate_subparser, add_train_subparsers  # optional: a partial install
     except ImportError:
         return
     t = sub.add_parser("train", help="train a model (see nucfast train -h)")
@@ -126,8 +130,6 @@ def _segment_kwargs(args) -> dict:
 
 
 def _cmd_segment(args) -> int:
-    from .slide import segment_slide
-
     kw = _segment_kwargs(args)
     out = Path(args.output)
     slides = [Path(s) for s in args.slides]
@@ -135,7 +137,7 @@ def _cmd_segment(args) -> int:
     if args.scheduler:
         from distributed import Client
 
-        from .slide.distributed import segment_slides
+        from .slide.distributed import segment_slides  # optional heavy dependency (dask.distributed)
 
         with Client(args.scheduler) as client:
             results = segment_slides(slides, outs, client=client, **kw)
@@ -156,9 +158,6 @@ def _cmd_demo(args) -> int:
     import numpy as np
     import zarr
 
-    from .slide import segment_slide
-    from .slide.accuracy import aji, detection_scores
-    from .synthetic import write_synthetic_slide
 
     out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="nucfast_demo_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -238,8 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nucfast", description="Fast nucleus segmentation of H&E whole-slide images."
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"nucfast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser(
@@ -273,8 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_options(d, demo=True)
     d.set_defaults(func=_cmd_demo)
     _register_train_evaluate(sub)
-    from .engines import add_engine_subparsers
-
     add_engine_subparsers(sub)
     for reg in SUBCOMMAND_REGISTRARS:
         reg(sub)
@@ -283,8 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``nucfast`` command (and ``python -m nucfast``)."""
-    from .slide import DiskFullError, MissingMPPError, SlideReadError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -17,6 +17,7 @@ from nucfast.postprocess import usenet_instances
 from nucfast.slide import segment_slide
 from nucfast.slide.accuracy import detection_scores
 from nucfast.slide.segmenters import ModelSegmenter, get_segmenter
+from nucfast.slide.tissue import image_tissue_sample
 
 NAME = "TCGA-21-5786-01Z-00-DX1"  # a validation image of the shipped weights
 pytestmark = pytest.mark.skipif(NAME not in monuseg_names(), reason="MoNuSeg data not available")
@@ -124,7 +125,10 @@ def test_attention_model_tiled_vs_whole(slide, image, tmp_path):
     a = segment_slide(slide, tmp_path / "a", model="attention", tile=256, tissue=False, outputs=())
     assert a.model == "attention" and a.model_state["halo"] == 160
     tiled = _labels(a)
-    whole = segment_image(rgb, "attention").astype(np.int64)
+    seg = ModelSegmenter("attention")  # the same engine on the whole image, fitted on the run's sample
+    seg.fit(image_tissue_sample(rgb, mpp=0.25, tissue=False))
+    assert seg.state()["source_mean"] == a.model_state["source_mean"]
+    whole = seg(rgb).labels.astype(np.int64)
     np.testing.assert_array_equal(tiled > 0, whole > 0)
     assert detection_scores(whole, tiled)["f1"] > 0.97
     assert aji(gt, tiled) > 0.2

@@ -94,22 +94,22 @@ _SPECS: dict[str, ModelSpec] = {}
 _LOCK = threading.Lock()
 
 
+def _add(table: dict, key: str, value, what: str):
+    with _LOCK:
+        if key in table and table[key] != value:
+            raise ValueError(f"{what} {key!r} is already registered")
+        table[key] = value
+    return value
+
+
 def register_kind(kind: Kind) -> Kind:
     """Add a network family (a model module calls this once at import)."""
-    with _LOCK:
-        if kind.name in _KINDS and _KINDS[kind.name] != kind:
-            raise ValueError(f"model kind {kind.name!r} is already registered")
-        _KINDS[kind.name] = kind
-    return kind
+    return _add(_KINDS, kind.name, kind, "model kind")
 
 
 def register(spec: ModelSpec) -> ModelSpec:
     """Add a user-facing model name."""
-    with _LOCK:
-        if spec.name in _SPECS and _SPECS[spec.name] != spec:
-            raise ValueError(f"model name {spec.name!r} is already registered")
-        _SPECS[spec.name] = spec
-    return spec
+    return _add(_SPECS, spec.name, spec, "model name")
 
 
 def kinds() -> dict[str, Kind]:

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import outputs as _out
 from .reader import SlideReader, open_slide
 from .segmenters import BACKENDS, TileSegmentation, get_segmenter, hed_optical_density
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
@@ -396,11 +397,6 @@ def _write_tile_table(path: Path, cols: dict) -> None:
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
-def _sample_patches(grid: WorkingGrid, mask: np.ndarray, mask_ds_working: float):
-    """Fixed tissue sample (:func:`nucfast.slide.tissue.sample_patches`) of the working grid."""
-    return sample_patches(grid.read, grid.shape, mask, mask_ds_working)
-
-
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     while not stop.is_set():
         try:
@@ -554,7 +550,7 @@ def segment_slide(
         # slide-level statistics
         t = time.perf_counter()
         if hasattr(seg, "fit"):
-            seg.fit(_sample_patches(grid, mask, mask_ds_w))
+            seg.fit(sample_patches(grid.read, grid.shape, mask, mask_ds_w))
         timing["fit"] = time.perf_counter() - t
 
         cfg = _config(path, reader, seg, grid, int(tile), halo, mpp0)
@@ -717,8 +713,6 @@ def segment_slide(
                 timing[f"segment.{k}"] = float(v)
 
         # finalise
-        from . import outputs as _out
-
         paths = {"manifest": manifest, "tiles": tiles_dir, "labels": zpath}
         order = sorted(t_.index for t_ in tiles)
         try:

@@ -67,7 +67,6 @@ def hed_optical_density(rgb: np.ndarray) -> np.ndarray:
     return rgb2hed(np.asarray(rgb)[..., :3]).astype(np.float32)
 
 
-_tissue_pixels = models.tissue_pixels
 
 
 def _mean_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -149,7 +148,7 @@ class BaselineSegmenter:
         for s in samples:
             s = np.asarray(s)
             hed = hed_optical_density(s)
-            tissue = _tissue_pixels(s)
+            tissue = models.tissue_pixels(s)
             vals.append(hed[..., 0][tissue])
         v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
         if v.size < 100 or np.ptp(v) <= 0:
@@ -343,5 +342,5 @@ def get_segmenter(model, *, backend: str = "auto", **kwargs):
         return BaselineSegmenter(**kwargs)
     if str(model).endswith(".safetensors"):
         return ModelSegmenter(str(model), backend=backend, **kwargs)
-    models.spec(str(model), task="segmentation")  # the one unknown-model error, listing the names
+    models.spec(str(model))  # the one unknown-model error, listing the names
     return ModelSegmenter(str(model), backend=backend, **kwargs)
