@@ -574,13 +574,13 @@ class _Run:
 
     def read(self, todo: list) -> None:
         """Stage ``decode``: core + halo of each tile, clipped to the slide (its borders = image borders)."""
-        grid, halo = self.plan.grid, self.plan.halo
+        grid, halo, s = self.plan.grid, self.plan.halo, self.plan.seg.stride
         H, W = grid.shape
         for tl in todo:
             if self.stop.is_set():
                 return
             t0 = time.perf_counter()
-            r0, c0 = max(tl.row - halo, 0), max(tl.col - halo, 0)
+            r0, c0 = max(tl.row - halo, 0) // s * s, max(tl.col - halo, 0) // s * s  # on the stride's grid
             r1, c1 = min(tl.row + tl.height + halo, H), min(tl.col + tl.width + halo, W)
             rgb = grid.read(r0, c0, r1 - r0, c1 - c0)
             self.timer.add("decode", time.perf_counter() - t0)

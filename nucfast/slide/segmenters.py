@@ -12,7 +12,9 @@ without touching the engine:
 - optional ``state()`` -> JSON-able dict (recorded in the run manifest: a resumed run must match it);
 - ``__call__(rgb)`` with ``rgb`` a (h, w, 3) uint8 array -> :class:`TileSegmentation`.
 - optional ``timing`` dict of cumulative seconds per sub-stage (e.g. ``infer``, ``postprocess``);
-- optional ``backend`` (str): where it runs (default ``"cpu"``).
+- optional ``backend`` (str): where it runs (default ``"cpu"``);
+- optional ``stride`` (int, default 1): the engine starts every tile's input window at a multiple of it
+  in working pixels (a strided network's output is translation-equivariant only by its stride).
 
 :class:`ModelSegmenter` runs a trained network (USE-Net, the default, or the attention model);
 :class:`BaselineSegmenter` is the no-learning baseline: haematoxylin by colour deconvolution, one
@@ -128,6 +130,7 @@ class BaselineSegmenter:
 
     name = "baseline"
     backend = "cpu"
+    stride = 1
 
     def __init__(
         self, threshold: float | None = None, *, mpp: float = 0.25, halo: int = 64, postprocess=None
@@ -241,6 +244,7 @@ class ModelSegmenter:
         self.mpp = float(mpp if mpp is not None else self.model.mpp)
         self.halo = int(halo if halo is not None else self.model.halo)
         self.tta = bool(tta)
+        self.stride = self.model.stride
         # USE-Net runs with frozen slide-level squeeze-excitation gates (an input of its graph), so a tile's
         # probabilities do not depend on the tile; onnxruntime runs the export, TensorRT's engine cache is
         # keyed by it (one export per loaded model)
@@ -287,7 +291,7 @@ class ModelSegmenter:
 
     def _infer(self, x):
         h, w = x.shape[-2:]
-        x = models.pad_to_multiple(x, 32)
+        x = models.pad_to_multiple(x, self.stride)
         inputs = self.context.inputs if self._se else {}
         if not self.tta:
             return self.engine(x[None], **inputs)[0, :, :h, :w]
@@ -334,6 +338,7 @@ class Segmenter(Protocol):
     mpp: float
     halo: int
     backend: str
+    stride: int
     timing: dict
 
     def fit(self, samples: list) -> None: ...
@@ -352,6 +357,7 @@ class _Adapted:
         self.mpp = float(obj.mpp)
         self.halo = int(obj.halo)
         self.backend = str(getattr(obj, "backend", "cpu"))
+        self.stride = int(getattr(obj, "stride", 1))
 
     @property
     def timing(self) -> dict:
