@@ -65,6 +65,8 @@ class Kind:
     postprocess : segmentation only: ``(probs numpy (C, H, W), metadata) -> int labels``
     fit : optional ``(net, batch (N, 3, h, w) normalised tissue sample) -> {input name: tensor}``: image- or
         slide-level network inputs (USE-Net: frozen squeeze-excitation gates, ``se_gates``)
+    stride : the network's total stride: its output is translation-equivariant only by multiples of it, so
+        every window (sliding window, slide tile) starts at a multiple of it in image coordinates
     """
 
     name: str
@@ -75,6 +77,7 @@ class Kind:
     predict: Callable[..., torch.Tensor] | None = None
     postprocess: Callable[[np.ndarray, dict], np.ndarray] | None = None
     fit: Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]] | None = None
+    stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,7 @@ class Model:
         self.task = k.task
         self.mpp = float(meta.get("mpp", k.mpp))
         self.halo = int(k.halo)
+        self.stride = int(k.stride)
         self.normalizer = None
         st = meta.get("normalizer") or {}
         if meta.get("norm", "none") == "reinhard" and st:

@@ -39,16 +39,24 @@ def sliding_window(
 
     ``f`` maps a batch (1, C, h, w) to (1, K, h, w). Each window is padded to a multiple of ``multiple``
     (:func:`pad_to_multiple`; the network's total stride) and cropped back. An image up to ``tile`` on both
-    sides runs whole; a larger one runs in ``tile``-sized windows overlapping by ``overlap`` px each side,
-    of which the centres are kept (windows at the image border are shifted inwards, never cut short).
+    sides runs whole; a larger one runs in windows of up to ``tile`` px with at least ``overlap`` px of
+    context each side of the part kept (none beyond the image border). Every window starts at a multiple
+    of ``multiple``: a strided network is translation-equivariant only by multiples of its stride, so this
+    is what makes the result equal the slide engine's, whose tiles start there too (the last window is
+    shorter rather than shifted inwards off the grid).
     """
     if x.ndim != 3:
         raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
     tile, overlap, multiple = int(tile), int(overlap), int(multiple)
     if overlap < 0 or multiple < 1:
         raise ValueError(f"overlap must be >= 0 and multiple >= 1, got {overlap}, {multiple}")
-    if tile <= 2 * overlap:
-        raise ValueError(f"tile must be larger than twice the overlap ({2 * overlap} px), got tile={tile}")
+    # kept rows [r0, r0 + step) of the window [r0 - overlap floored to the grid, + tile)
+    step = (tile - 2 * overlap - (multiple - 1)) // multiple * multiple
+    if step <= 0:
+        raise ValueError(
+            f"tile must exceed twice the overlap plus the stride ({2 * overlap + multiple} px), "
+            f"got tile={tile}"
+        )
     _, h, w = x.shape
 
     def run(z: torch.Tensor) -> torch.Tensor:
@@ -58,10 +66,9 @@ def sliding_window(
     if h <= tile and w <= tile:
         return run(x)
     out = None
-    step = tile - 2 * overlap
     for r0 in range(0, h, step):
         for c0 in range(0, w, step):
-            rs, cs = max(min(r0 - overlap, h - tile), 0), max(min(c0 - overlap, w - tile), 0)
+            rs, cs = (max(v - overlap, 0) // multiple * multiple for v in (r0, c0))
             p = run(x[:, rs : rs + tile, cs : cs + tile])
             if out is None:
                 out = torch.zeros((p.shape[0], h, w), dtype=p.dtype, device=p.device)

@@ -414,6 +414,7 @@ register_kind(
         # network is local, and its output 128 px inside a window differs from the whole image's by < 1e-3
         # on average (docs/SLIDE.md); > the largest nucleus plus the post-processing's reach (64)
         halo=128,
+        stride=32,  # five 2x poolings: outputs shift with the input only by multiples of 32 px
         predict=predict_usenet,
         postprocess=_postprocess,
         fit=lambda net, batch: {"se_gates": net.fit_se_gates(batch)},
