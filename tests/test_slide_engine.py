@@ -381,3 +381,21 @@ def test_measurements_against_regionprops(slide):
         assert cols["score"][i] == pytest.approx(seg.scores[rp.label])
     # the zarr patch holds exactly the owned nuclei with their ids
     assert sorted(np.unique(patch[patch > 0]).tolist()) == sorted(cols["id"])
+
+
+def test_segmenter_protocol_and_stage_timing(slide, tmp_path):
+    """The engine calls the typed Segmenter protocol: shipped segmenters implement it, a duck-typed
+    plug-in is completed to it (defaults for fit/state/timing/backend), a non-segmenter is refused; every
+    stage appears in the timing."""
+    from nucfast.slide.segmenters import Segmenter, as_segmenter
+
+    assert isinstance(BaselineSegmenter(threshold=0.05), Segmenter)
+    plug = as_segmenter(_HalfResSegmenter())
+    assert isinstance(plug, Segmenter) and plug.backend == "cpu" and plug.state() == {"name": "halfres"}
+    plug.fit([])  # no-op for a plug-in without fit
+    with pytest.raises(TypeError, match="callable with .mpp and .halo"):
+        as_segmenter(object())
+    res = segment_slide(slide["path"], tmp_path / "t", model=_HalfResSegmenter(), tile=128)
+    stages = {"open", "tissue", "fit", "decode", "segment", "measure", "write", "table", "geojson"}
+    assert stages | {"zarr_pyramid", "overlay", "wall"} <= set(res.timing), res.timing
+    assert all(res.timing[k] >= 0 for k in stages) and res.timing["segment"] > 0

@@ -49,6 +49,7 @@ import queue
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ import numpy as np
 
 from . import outputs as _out
 from .reader import SlideReader, open_slide
-from .segmenters import BACKENDS, TileSegmentation, get_segmenter, hed_optical_density
+from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter, hed_optical_density
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
 
 __all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid"]
@@ -396,7 +397,44 @@ def _write_tile_table(path: Path, cols: dict) -> None:
     _atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
-# -- the pipeline ----------------------------------------------------------------------------------
+# -- stage helpers ---------------------------------------------------------------------------------
+class StageTimer:
+    """Seconds per stage: ``with timer("open"): ...`` or ``timer.add("decode", dt)`` from any thread.
+
+    Thread-summed for the stages run by several threads (decode, segment, measure), wall for the others.
+    """
+
+    def __init__(self, *stages: str):
+        self.seconds = {k: 0.0 for k in stages}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - t0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+@contextmanager
+def _disk_full(what):
+    """The one disk-full handler: ENOSPC / EDQUOT anywhere in an exception's chain becomes
+    :class:`DiskFullError` ``"no space left on device " + what()`` (committed tiles stay for a resume)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except BaseException as e:
+        if _is_enospc(e):
+            raise DiskFullError(errno.ENOSPC, f"no space left on device {what()}") from e
+        raise
+
+
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     while not stop.is_set():
         try:
@@ -416,12 +454,53 @@ def _get(q: queue.Queue, stop: threading.Event):
                 return None
 
 
-def _config(
-    path: Path, reader: SlideReader, seg, grid: WorkingGrid, tile: int, halo: int, mpp0: float
-) -> dict:
+# -- stage 1: plan ----------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """Everything decided before the first tile: resolution, tissue tiles, slide statistics, config."""
+
+    path: Path
+    out_dir: Path
+    reader: SlideReader
+    seg: Segmenter
+    grid: WorkingGrid
+    mpp0: float
+    halo: int
+    tiles: list
+    config: dict
+
+    @property
+    def working_mpp(self) -> float:
+        return self.mpp0 * self.grid.scale
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / "manifest.json"
+
+    @property
+    def tiles_dir(self) -> Path:
+        return self.out_dir / "tiles"
+
+    @property
+    def labels(self) -> Path:
+        return self.out_dir / "labels.zarr"
+
+
+def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer: StageTimer, *,
+          tile: int, halo: int, tissue: bool) -> _Plan:  # fmt: skip
+    """Open (working grid), tissue (mask + tile grid), fit (slide-level statistics) and the run config."""
+    with timer("open"):
+        mpp0 = reader.require_mpp()
+        grid = WorkingGrid(reader, float(seg.mpp) / mpp0)
+    with timer("tissue"):
+        thumb, thumb_ds = reader.thumbnail(1024)
+        mask = tissue_mask(thumb, downsample=thumb_ds, mpp=mpp0) if tissue else np.ones(thumb.shape[:2], bool)
+        mask_ds_w = thumb_ds / grid.scale  # working px per mask px
+        tiles = tile_grid(grid.shape, tile, mask, mask_ds_w, margin=halo // 2)
+    with timer("fit"):
+        seg.fit(sample_patches(grid.read, grid.shape, mask, mask_ds_w))
     st = path.stat()
-    state = seg.state() if hasattr(seg, "state") else {"name": getattr(seg, "name", type(seg).__name__)}
-    return {
+    config = {
         "format": FORMAT_VERSION,
         "slide": str(path.resolve()),
         "slide_size": st.st_size,
@@ -432,8 +511,183 @@ def _config(
         "scale": grid.scale,
         "tile": tile,
         "halo": halo,
-        "model": state,
+        "model": seg.state(),
     }
+    return _Plan(path, out_dir, reader, seg, grid, mpp0, halo, tiles, config)
+
+
+def _open_run_dir(plan: _Plan, resume: bool, tile: int):
+    """Create or resume the run directory: (label zarr level 0, indices of the committed tiles)."""
+    out_dir, manifest, tiles_dir, zpath = plan.out_dir, plan.manifest, plan.tiles_dir, plan.labels
+    with _disk_full(lambda: f"writing to {out_dir}"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if manifest.exists() and resume:
+            old = json.loads(manifest.read_text()).get("config", {})
+            if old != plan.config:
+                diff = sorted(k for k in set(old) | set(plan.config) if old.get(k) != plan.config.get(k))
+                raise ValueError(
+                    f"{out_dir} holds a run with a different configuration (differs in {diff}); "
+                    f"pass resume=False (CLI: --no-resume) to overwrite, or choose another out_dir"
+                )
+            if not (zpath / "0").exists() and tiles_dir.exists():  # labels lost: committed tiles are void
+                shutil.rmtree(tiles_dir)
+        else:
+            for p in (tiles_dir, zpath):
+                if p.exists():
+                    shutil.rmtree(p)
+            for name in ("nuclei.parquet", "nuclei.geojson", "overlay.png"):  # stale outputs
+                (out_dir / name).unlink(missing_ok=True)
+            doc = {"config": plan.config, "tiles": [t.index for t in plan.tiles]}
+            _atomic_write_bytes(manifest, json.dumps(doc, indent=1).encode())
+        tiles_dir.mkdir(exist_ok=True)
+        zarr0 = _open_label_zarr(zpath, plan.grid.shape, tile)
+    done = {int(p.stem) for p in tiles_dir.glob("*.parquet") if p.stem.isdigit()}
+    return zarr0, done
+
+
+# -- stages 2-5: read, segment, measure, write (threads with bounded queues) --------------------------
+class _Run:
+    """One pass over the tiles still to do: a reader thread, ``workers`` segment+measure threads, and the
+    calling thread writing (committing) tiles as they finish."""
+
+    def __init__(self, plan: _Plan, timer: StageTimer, zarr0, *, workers: int, queue_size: int, progress):
+        self.plan, self.timer, self.zarr0 = plan, timer, zarr0
+        self.workers, self.progress = workers, progress
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.q_in: queue.Queue = queue.Queue(queue_size)
+        self.q_out: queue.Queue = queue.Queue(queue_size)
+        self.done = self.nuclei = self.cut = self.computed = 0
+        self.megapixels = 0.0
+
+    def _thread(self, target, name: str, finish) -> threading.Thread:
+        def body():
+            try:
+                target()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                self.errors.append(e)
+                self.stop.set()
+            finally:
+                finish()
+
+        return threading.Thread(target=body, name=name, daemon=True)
+
+    def read(self, todo: list) -> None:
+        """Stage ``decode``: core + halo of each tile, clipped to the slide (its borders = image borders)."""
+        grid, halo = self.plan.grid, self.plan.halo
+        H, W = grid.shape
+        for tl in todo:
+            if self.stop.is_set():
+                return
+            t0 = time.perf_counter()
+            r0, c0 = max(tl.row - halo, 0), max(tl.col - halo, 0)
+            r1, c1 = min(tl.row + tl.height + halo, H), min(tl.col + tl.width + halo, W)
+            rgb = grid.read(r0, c0, r1 - r0, c1 - c0)
+            self.timer.add("decode", time.perf_counter() - t0)
+            if not _put(self.q_in, (tl, (r0, c0), rgb), self.stop):
+                return
+
+    def segment_and_measure(self) -> None:
+        """Stages ``segment`` (the segmenter on the tile) and ``measure`` (the tile's owned nuclei)."""
+        p = self.plan
+        while (item := _get(self.q_in, self.stop)) is not None:
+            tl, origin, rgb = item
+            t0 = time.perf_counter()
+            res = p.seg(rgb)
+            t1 = time.perf_counter()
+            measured = _measure_tile(tl, origin, rgb, res, p.grid.shape, p.grid.scale, p.mpp0, p.working_mpp)
+            self.timer.add("segment", t1 - t0)
+            self.timer.add("measure", time.perf_counter() - t1)
+            if not _put(self.q_out, (tl, *measured), self.stop):
+                return
+
+    def write(self, tl, cols: dict, patch, n_cut: int, n_tiles: int) -> None:
+        """Stage ``write``: paint the labels into the zarr, then commit the tile table atomically."""
+        with (
+            self.timer("write"),
+            _disk_full(
+                lambda: (
+                    f"while writing the results of tile {tl.index} to {self.plan.out_dir}; {self.done} tiles "
+                    "are committed: free space and rerun to resume"
+                )
+            ),
+        ):
+            if patch is not None:
+                pr, pc, arr = patch
+                region = self.zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]]
+                np.maximum(region, arr, out=region)  # overlaps: larger id wins, any order
+                self.zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]] = region
+            _write_tile_table(self.plan.tiles_dir / f"{tl.index:06d}.parquet", cols)
+        self.computed += 1
+        self.done += 1
+        self.nuclei += len(cols["id"])
+        self.cut += n_cut
+        self.megapixels += tl.height * tl.width / 1e6
+        if self.progress is not None:
+            self.progress(self.done, n_tiles, self.nuclei, self.megapixels)
+
+    def __call__(self, todo: list, n_tiles: int) -> None:
+        threads = [self._thread(lambda: self.read(todo), "nucfast-decode", self._end_reading)]
+        threads += [
+            self._thread(
+                self.segment_and_measure, f"nucfast-seg{i}", lambda: _put(self.q_out, None, self.stop)
+            )
+            for i in range(self.workers)
+        ]
+        for th in threads:
+            th.start()
+        finished = 0
+        try:
+            while finished < self.workers:
+                item = _get(self.q_out, self.stop)
+                if item is None:
+                    if self.stop.is_set():
+                        break
+                    finished += 1
+                    continue
+                self.write(*item, n_tiles)
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            if self.errors:
+                self.stop.set()
+            for th in threads:
+                th.join()
+        if self.errors:
+            with _disk_full(lambda: f"writing to {self.plan.out_dir}"):
+                raise self.errors[0]
+
+    def _end_segmenting(self) -> None:
+        _put(self.q_out, None, self.stop)
+
+    def _end_reading(self) -> None:
+        for _ in range(self.workers):
+            _put(self.q_in, None, self.stop)
+
+
+# -- stage 6: finalise ------------------------------------------------------------------------------
+def _finalise(plan: _Plan, timer: StageTimer, outputs) -> dict:
+    """The requested final outputs, each streamed tile by tile from the committed tiles."""
+    out_dir, tiles_dir = plan.out_dir, plan.tiles_dir
+    paths = {"manifest": plan.manifest, "tiles": tiles_dir, "labels": plan.labels}
+    order = sorted(t.index for t in plan.tiles)
+    with _disk_full(lambda: f"writing outputs to {out_dir}"):
+        if "table" in outputs:
+            with timer("table"):
+                paths["table"] = _out.write_table(
+                    tiles_dir, order, out_dir / "nuclei.parquet", _schema(False)
+                )
+        if "geojson" in outputs:
+            with timer("geojson"):
+                paths["geojson"] = _out.write_geojson(tiles_dir, order, out_dir / "nuclei.geojson")
+        if "zarr" in outputs:
+            with timer("zarr_pyramid"):
+                _out.build_label_pyramid(plan.labels, plan.grid.scale, plan.working_mpp)
+        if "overlay" in outputs:
+            with timer("overlay"):
+                paths["overlay"] = _out.write_overlay(plan.reader, tiles_dir, order, out_dir / "overlay.png")
+    return paths
 
 
 def segment_slide(
@@ -455,6 +709,10 @@ def segment_slide(
     segmenter_kwargs: dict | None = None,
 ) -> SlideResult:
     """Segment every nucleus of a whole-slide image.
+
+    Stages (each timed in ``SlideResult.timing``): plan (``open``, ``tissue``, ``fit``), read (``decode``),
+    segment (``segment`` and the segmenter's own ``segment.*`` sub-stages), ``measure``, ``write``, finalise
+    (``table``, ``geojson``, ``zarr_pyramid``, ``overlay``).
 
     Parameters
     ----------
@@ -511,7 +769,7 @@ def segment_slide(
     import torch
 
     t_start = time.perf_counter()
-    timing = {k: 0.0 for k in ("open", "tissue", "fit", "decode", "segment", "measure", "write")}
+    timer = StageTimer("open", "tissue", "fit", "decode", "segment", "measure", "write")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cuda" and not torch.cuda.is_available():
@@ -525,240 +783,43 @@ def segment_slide(
         raise ValueError(f"unknown outputs {sorted(bad)}")
     path = Path(path)
     seg = get_segmenter(model, backend=backend, **(segmenter_kwargs or {}))
-    used_backend = getattr(seg, "backend", "cuda" if backend == "cuda" else "cpu")
     halo = int(seg.halo if halo is None else halo)
     if halo < 0:
         raise ValueError(f"halo must be >= 0, got {halo}")
     out_dir = Path(out_dir) if out_dir is not None else Path.cwd() / (path.stem + ".nucfast")
 
-    t = time.perf_counter()
-    reader = open_slide(path, mpp=mpp, backend=reader_backend)
+    with timer("open"):
+        reader = open_slide(path, mpp=mpp, backend=reader_backend)
     try:
-        mpp0 = reader.require_mpp()
-        grid = WorkingGrid(reader, float(seg.mpp) / mpp0)
-        working_mpp = mpp0 * grid.scale
-        timing["open"] = time.perf_counter() - t
-
-        # tissue
-        t = time.perf_counter()
-        thumb, thumb_ds = reader.thumbnail(1024)
-        mask = tissue_mask(thumb, downsample=thumb_ds, mpp=mpp0) if tissue else np.ones(thumb.shape[:2], bool)
-        mask_ds_w = thumb_ds / grid.scale  # working px per mask px
-        tiles = tile_grid(grid.shape, int(tile), mask, mask_ds_w, margin=halo // 2)
-        timing["tissue"] = time.perf_counter() - t
-
-        # slide-level statistics
-        t = time.perf_counter()
-        if hasattr(seg, "fit"):
-            seg.fit(sample_patches(grid.read, grid.shape, mask, mask_ds_w))
-        timing["fit"] = time.perf_counter() - t
-
-        cfg = _config(path, reader, seg, grid, int(tile), halo, mpp0)
-        tiles_dir = out_dir / "tiles"
-        manifest = out_dir / "manifest.json"
-        zpath = out_dir / "labels.zarr"
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if manifest.exists() and resume:
-                old = json.loads(manifest.read_text())
-                if old.get("config") != cfg:
-                    diff = sorted(
-                        k
-                        for k in set(old.get("config", {})) | set(cfg)
-                        if old.get("config", {}).get(k) != cfg.get(k)
-                    )
-                    raise ValueError(
-                        f"{out_dir} holds a run with a different configuration (differs in {diff}); "
-                        f"pass resume=False (CLI: --no-resume) to overwrite, or choose another out_dir"
-                    )
-                if not (zpath / "0").exists() and tiles_dir.exists():  # labels lost: committed tiles are void
-                    shutil.rmtree(tiles_dir)
-            else:
-                for p in (tiles_dir, zpath):
-                    if p.exists():
-                        shutil.rmtree(p)
-                for name in ("nuclei.parquet", "nuclei.geojson", "overlay.png"):  # stale outputs
-                    (out_dir / name).unlink(missing_ok=True)
-                _atomic_write_bytes(
-                    manifest,
-                    json.dumps({"config": cfg, "tiles": [t_.index for t_ in tiles]}, indent=1).encode(),
-                )
-            tiles_dir.mkdir(exist_ok=True)
-            zarr0 = _open_label_zarr(zpath, grid.shape, int(tile))
-        except OSError as e:
-            if _is_enospc(e):
-                raise DiskFullError(errno.ENOSPC, f"no space left on device writing to {out_dir}") from e
-            raise
-
-        done = {int(p.stem) for p in tiles_dir.glob("*.parquet") if p.stem.isdigit()}
-        todo = [t_ for t_ in tiles if t_.index not in done]
-        skipped = len(tiles) - len(todo)
-        counters = {
-            "done": skipped,
-            "nuclei": _count_rows(tiles_dir, [t_.index for t_ in tiles if t_.index in done]),
-            "cut": 0,
-            "mp": 0.0,
-        }
-        H, W = grid.shape
-        lock = threading.Lock()
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        q_in: queue.Queue = queue.Queue(int(queue_size))
-        q_out: queue.Queue = queue.Queue(int(queue_size))
-
-        def decoder():
-            try:
-                for tl in todo:
-                    if stop.is_set():
-                        return
-                    t0 = time.perf_counter()
-                    r0, c0 = max(tl.row - halo, 0), max(tl.col - halo, 0)
-                    r1, c1 = min(tl.row + tl.height + halo, H), min(tl.col + tl.width + halo, W)
-                    rgb = grid.read(r0, c0, r1 - r0, c1 - c0)
-                    with lock:
-                        timing["decode"] += time.perf_counter() - t0
-                    if not _put(q_in, (tl, (r0, c0), rgb), stop):
-                        return
-            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
-                errors.append(e)
-                stop.set()
-            finally:
-                for _ in range(int(workers)):
-                    _put(q_in, None, stop)
-
-        def worker():
-            try:
-                while True:
-                    item = _get(q_in, stop)
-                    if item is None:
-                        return
-                    tl, origin, rgb = item
-                    t0 = time.perf_counter()
-                    res = seg(rgb)
-                    if not isinstance(res, TileSegmentation):
-                        res = TileSegmentation(*res) if isinstance(res, tuple) else TileSegmentation(res)
-                    t1 = time.perf_counter()
-                    cols, patch, n_cut = _measure_tile(
-                        tl, origin, rgb, res, grid.shape, grid.scale, mpp0, working_mpp
-                    )
-                    t2 = time.perf_counter()
-                    with lock:
-                        timing["segment"] += t1 - t0
-                        timing["measure"] += t2 - t1
-                    if not _put(q_out, (tl, cols, patch, n_cut), stop):
-                        return
-            except BaseException as e:  # noqa: BLE001
-                errors.append(e)
-                stop.set()
-            finally:
-                _put(q_out, None, stop)
-
-        threads = [threading.Thread(target=decoder, name="nucfast-decode", daemon=True)]
-        threads += [
-            threading.Thread(target=worker, name=f"nucfast-seg{i}", daemon=True) for i in range(int(workers))
-        ]
-        for th in threads:
-            th.start()
-        finished_workers = 0
-        computed = 0
-        try:
-            while finished_workers < int(workers):
-                item = _get(q_out, stop)
-                if item is None:
-                    if stop.is_set():
-                        break
-                    finished_workers += 1
-                    continue
-                tl, cols, patch, n_cut = item
-                t0 = time.perf_counter()
-                try:
-                    if patch is not None:
-                        pr, pc, arr = patch
-                        region = zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]]
-                        np.maximum(region, arr, out=region)  # overlaps: larger id wins, any order
-                        zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]] = region
-                    _write_tile_table(tiles_dir / f"{tl.index:06d}.parquet", cols)
-                except OSError as e:
-                    if _is_enospc(e):
-                        raise DiskFullError(
-                            errno.ENOSPC,
-                            f"no space left on device while writing the results of tile {tl.index} to "
-                            f"{out_dir}; {counters['done']} tiles are committed: "
-                            "free space and rerun to resume",
-                        ) from e
-                    raise
-                timing["write"] += time.perf_counter() - t0
-                computed += 1
-                counters["done"] += 1
-                counters["nuclei"] += len(cols["id"])
-                counters["cut"] += n_cut
-                counters["mp"] += tl.height * tl.width / 1e6
-                if progress is not None:
-                    progress(counters["done"], len(tiles), counters["nuclei"], counters["mp"])
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            if errors:
-                stop.set()
-            for th in threads:
-                th.join()
-        if errors:
-            e = errors[0]
-            if _is_enospc(e):
-                raise DiskFullError(errno.ENOSPC, f"no space left on device writing to {out_dir}") from e
-            raise e
-        if hasattr(seg, "timing"):
-            for k, v in seg.timing.items():
-                timing[f"segment.{k}"] = float(v)
-
-        # finalise
-        paths = {"manifest": manifest, "tiles": tiles_dir, "labels": zpath}
-        order = sorted(t_.index for t_ in tiles)
-        try:
-            if "table" in outputs:
-                t = time.perf_counter()
-                paths["table"] = _out.write_table(
-                    tiles_dir, order, out_dir / "nuclei.parquet", _schema(False)
-                )
-                timing["table"] = time.perf_counter() - t
-            if "geojson" in outputs:
-                t = time.perf_counter()
-                paths["geojson"] = _out.write_geojson(tiles_dir, order, out_dir / "nuclei.geojson")
-                timing["geojson"] = time.perf_counter() - t
-            if "zarr" in outputs:
-                t = time.perf_counter()
-                _out.build_label_pyramid(zpath, grid.scale, working_mpp)
-                timing["zarr_pyramid"] = time.perf_counter() - t
-            if "overlay" in outputs:
-                t = time.perf_counter()
-                paths["overlay"] = _out.write_overlay(reader, tiles_dir, order, out_dir / "overlay.png")
-                timing["overlay"] = time.perf_counter() - t
-        except OSError as e:
-            if _is_enospc(e):
-                raise DiskFullError(
-                    errno.ENOSPC, f"no space left on device writing outputs to {out_dir}"
-                ) from e
-            raise
+        plan = _plan(path, out_dir, reader, seg, timer, tile=int(tile), halo=halo, tissue=tissue)
+        zarr0, done = _open_run_dir(plan, resume, int(tile))
+        todo = [t for t in plan.tiles if t.index not in done]
+        run = _Run(plan, timer, zarr0, workers=int(workers), queue_size=int(queue_size), progress=progress)
+        run.done = len(plan.tiles) - len(todo)
+        run.nuclei = _count_rows(plan.tiles_dir, sorted(t.index for t in plan.tiles if t.index in done))
+        run(todo, len(plan.tiles))
+        timing = timer.seconds
+        timing.update({f"segment.{k}": float(v) for k, v in seg.timing.items()})
+        paths = _finalise(plan, timer, outputs)
         timing["wall"] = time.perf_counter() - t_start
         return SlideResult(
             slide=path,
             out_dir=out_dir,
             paths=paths,
-            n_nuclei=counters["nuclei"],
-            tiles_total=len(tiles),
-            tiles_computed=computed,
-            tiles_skipped=skipped,
-            cut_nuclei=counters["cut"],
+            n_nuclei=run.nuclei,
+            tiles_total=len(plan.tiles),
+            tiles_computed=run.computed,
+            tiles_skipped=len(plan.tiles) - len(todo),
+            cut_nuclei=run.cut,
             timing=timing,
-            megapixels=counters["mp"],
-            backend=used_backend,
+            megapixels=run.megapixels,
+            backend=seg.backend,
             reader=reader.backend,
-            model=getattr(seg, "name", type(seg).__name__),
-            mpp=mpp0,
-            working_mpp=working_mpp,
-            scale=grid.scale,
-            model_state=cfg["model"],
+            model=seg.name,
+            mpp=plan.mpp0,
+            working_mpp=plan.working_mpp,
+            scale=plan.grid.scale,
+            model_state=plan.config["model"],
         )
     finally:
         reader.close()

@@ -1,6 +1,7 @@
 """Per-tile segmenters: ``rgb tile -> (instance labels, per-label scores)``.
 
-The slide engine only needs this small protocol (duck-typed), so trained models and fast kernels plug in
+The slide engine calls the typed protocol :class:`Segmenter`; any object with the three required members
+(``name`` optional) is adapted to it by :func:`as_segmenter`, so trained models and fast kernels plug in
 without touching the engine:
 
 - ``name`` (str), ``mpp`` (float: microns per pixel of the resolution it works at),
@@ -10,7 +11,8 @@ without touching the engine:
   patches (list of uint8 RGB arrays), called once before any tile;
 - optional ``state()`` -> JSON-able dict (recorded in the run manifest: a resumed run must match it);
 - ``__call__(rgb)`` with ``rgb`` a (h, w, 3) uint8 array -> :class:`TileSegmentation`.
-- optional ``timing`` dict of cumulative seconds per sub-stage (e.g. ``infer``, ``postprocess``).
+- optional ``timing`` dict of cumulative seconds per sub-stage (e.g. ``infer``, ``postprocess``);
+- optional ``backend`` (str): where it runs (default ``"cpu"``).
 
 :class:`ModelSegmenter` runs a trained network (USE-Net, the default, or the attention model);
 :class:`BaselineSegmenter` is the no-learning baseline: haematoxylin by colour deconvolution, one
@@ -23,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,6 +35,8 @@ from ..engines import cached_onnx, select_backend
 from ..postprocess import attention_instances
 
 __all__ = [
+    "Segmenter",
+    "as_segmenter",
     "TileSegmentation",
     "BaselineSegmenter",
     "ModelSegmenter",
@@ -65,8 +70,6 @@ def hed_optical_density(rgb: np.ndarray) -> np.ndarray:
     from skimage.color import rgb2hed
 
     return rgb2hed(np.asarray(rgb)[..., :3]).astype(np.float32)
-
-
 
 
 def _mean_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -124,6 +127,7 @@ class BaselineSegmenter:
     """
 
     name = "baseline"
+    backend = "cpu"
 
     def __init__(
         self, threshold: float | None = None, *, mpp: float = 0.25, halo: int = 64, postprocess=None
@@ -322,6 +326,65 @@ class ModelSegmenter:
         return TileSegmentation(labels, scores)
 
 
+@runtime_checkable
+class Segmenter(Protocol):
+    """The segmenter the slide engine calls (see the module docstring for each member's meaning)."""
+
+    name: str
+    mpp: float
+    halo: int
+    backend: str
+    timing: dict
+
+    def fit(self, samples: list) -> None: ...
+
+    def state(self) -> dict: ...
+
+    def __call__(self, rgb: np.ndarray) -> TileSegmentation: ...
+
+
+class _Adapted:
+    """A duck-typed segmenter (``__call__``, ``mpp``, ``halo``) completed to :class:`Segmenter`."""
+
+    def __init__(self, obj):
+        self._obj = obj
+        self.name = str(getattr(obj, "name", type(obj).__name__))
+        self.mpp = float(obj.mpp)
+        self.halo = int(obj.halo)
+        self.backend = str(getattr(obj, "backend", "cpu"))
+
+    @property
+    def timing(self) -> dict:
+        return dict(getattr(self._obj, "timing", {}))
+
+    def fit(self, samples: list) -> None:
+        fit = getattr(self._obj, "fit", None)
+        if fit is not None:
+            fit(samples)
+
+    def state(self) -> dict:
+        state = getattr(self._obj, "state", None)
+        return state() if state is not None else {"name": self.name}
+
+    def __call__(self, rgb: np.ndarray) -> TileSegmentation:
+        res = self._obj(rgb)
+        if isinstance(res, TileSegmentation):
+            return res
+        return TileSegmentation(*res) if isinstance(res, tuple) else TileSegmentation(res)
+
+
+def as_segmenter(obj) -> Segmenter:
+    """``obj`` itself when it implements :class:`Segmenter`, else ``obj`` adapted to it (a ``TypeError``
+    when it has not even ``__call__``, ``mpp`` and ``halo``)."""
+    if isinstance(obj, Segmenter):
+        return obj
+    if not callable(obj) or not hasattr(obj, "mpp") or not hasattr(obj, "halo"):
+        raise TypeError(
+            "model must be a name or a segmenter object (callable with .mpp and .halo attributes)"
+        )
+    return _Adapted(obj)
+
+
 #: Deprecated: the segmentation model names are :func:`nucfast.models.names` ``("segmentation")``.
 SEGMENTERS = {
     n: (BaselineSegmenter if n == "baseline" else ModelSegmenter) for n in models.names("segmentation")
@@ -331,13 +394,9 @@ SEGMENTERS = {
 def get_segmenter(model, *, backend: str = "auto", **kwargs):
     """A segmenter: ``"baseline"``; another segmentation model name (:func:`nucfast.models.names`) or a
     ``.safetensors`` file (a :class:`ModelSegmenter` on ``backend``); or an object following the protocol
-    above (returned as is)."""
+    above (:func:`as_segmenter`)."""
     if not isinstance(model, str | Path):
-        if not callable(model) or not hasattr(model, "mpp") or not hasattr(model, "halo"):
-            raise TypeError(
-                "model must be a name or a segmenter object (callable with .mpp and .halo attributes)"
-            )
-        return model
+        return as_segmenter(model)
     if model == "baseline":
         return BaselineSegmenter(**kwargs)
     if str(model).endswith(".safetensors"):
