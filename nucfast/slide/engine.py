@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import queue
-import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -56,11 +56,14 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs as _out
+from ._rundir import RunDir, RunDirError, committed_tiles, lost_label_tiles, read_manifest
 from .reader import SlideReader, open_slide
 from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter, hed_optical_density
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
 
-__all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid"]
+__all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid", "RunDirError"]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _ID_BITS = 20  # nucleus id = tile_index << 20 | k  (k < 2^20 nuclei per tile)
@@ -516,13 +519,14 @@ def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer:
     return _Plan(path, out_dir, reader, seg, grid, mpp0, halo, tiles, config)
 
 
-def _open_run_dir(plan: _Plan, resume: bool, tile: int):
-    """Create or resume the run directory: (label zarr level 0, indices of the committed tiles)."""
+def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
+    """Create or resume the (locked, nucfast-owned) run directory: (label zarr level 0, {committed tile:
+    rows}). A resume checks what it trusts (:mod:`nucfast.slide._rundir`): a damaged manifest is refused;
+    damaged tile tables and tiles whose nuclei lost their pixels in the label image are recomputed."""
     out_dir, manifest, tiles_dir, zpath = plan.out_dir, plan.manifest, plan.tiles_dir, plan.labels
     with _disk_full(lambda: f"writing to {out_dir}"):
-        out_dir.mkdir(parents=True, exist_ok=True)
         if manifest.exists() and resume:
-            old = json.loads(manifest.read_text()).get("config", {})
+            old = read_manifest(manifest)["config"]
             if old != plan.config:
                 diff = sorted(k for k in set(old) | set(plan.config) if old.get(k) != plan.config.get(k))
                 raise ValueError(
@@ -530,18 +534,19 @@ def _open_run_dir(plan: _Plan, resume: bool, tile: int):
                     f"pass resume=False (CLI: --no-resume) to overwrite, or choose another out_dir"
                 )
             if not (zpath / "0").exists() and tiles_dir.exists():  # labels lost: committed tiles are void
-                shutil.rmtree(tiles_dir)
+                for f in tiles_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].parquet"):
+                    f.unlink()
         else:
-            for p in (tiles_dir, zpath):
-                if p.exists():
-                    shutil.rmtree(p)
-            for name in ("nuclei.parquet", "nuclei.geojson", "overlay.png"):  # stale outputs
-                (out_dir / name).unlink(missing_ok=True)
+            rundir.clean()
             doc = {"config": plan.config, "tiles": [t.index for t in plan.tiles]}
             _atomic_write_bytes(manifest, json.dumps(doc, indent=1).encode())
         tiles_dir.mkdir(exist_ok=True)
         zarr0 = _open_label_zarr(zpath, plan.grid.shape, tile)
-    done = {int(p.stem) for p in tiles_dir.glob("*.parquet") if p.stem.isdigit()}
+        done = committed_tiles(tiles_dir, [t.index for t in plan.tiles], _schema(True), _ID_BITS)
+        for i in lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale):
+            log.warning("%s: tile %d's nuclei are missing from %s: the tile is recomputed", out_dir, i, zpath)
+            (tiles_dir / f"{i:06d}.parquet").unlink()
+            del done[i]
     return zarr0, done
 
 
@@ -790,13 +795,15 @@ def segment_slide(
 
     with timer("open"):
         reader = open_slide(path, mpp=mpp, backend=reader_backend)
+    rundir = None
     try:
+        rundir = RunDir(out_dir).open()  # owned and locked for the whole run
         plan = _plan(path, out_dir, reader, seg, timer, tile=int(tile), halo=halo, tissue=tissue)
-        zarr0, done = _open_run_dir(plan, resume, int(tile))
+        zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
         run = _Run(plan, timer, zarr0, workers=int(workers), queue_size=int(queue_size), progress=progress)
         run.done = len(plan.tiles) - len(todo)
-        run.nuclei = _count_rows(plan.tiles_dir, sorted(t.index for t in plan.tiles if t.index in done))
+        run.nuclei = sum(done.values())
         run(todo, len(plan.tiles))
         timing = timer.seconds
         timing.update({f"segment.{k}": float(v) for k, v in seg.timing.items()})
@@ -822,23 +829,28 @@ def segment_slide(
             model_state=plan.config["model"],
         )
     finally:
+        if rundir is not None:
+            rundir.close()
         reader.close()
-
-
-def _count_rows(tiles_dir: Path, indices) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(tiles_dir / f"{i:06d}.parquet").metadata.num_rows for i in indices)
 
 
 def _open_label_zarr(zpath: Path, shape, chunk: int):
     import zarr
 
     ch = int(min(max(256, chunk), 2048))
-    g = zarr.open_group(str(zpath), mode="a")
-    if "0" in g:
-        a = g["0"]
-        if tuple(a.shape) != tuple(shape):
-            raise ValueError(f"{zpath}: existing label array has shape {a.shape}, expected {shape}")
+    try:
+        g = zarr.open_group(str(zpath), mode="a")
+        a = g["0"] if "0" in g else None
+    except Exception as e:  # zarr raises its own types for damaged metadata
+        raise RunDirError(
+            f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
+            "(CLI: --no-resume) to start this run afresh"
+        ) from e
+    if a is not None:
+        if tuple(a.shape) != tuple(shape) or a.dtype != np.uint64:
+            raise RunDirError(
+                f"{zpath}: existing label array has shape {a.shape} ({a.dtype}), expected {shape} (uint64); "
+                "pass resume=False (CLI: --no-resume) to start this run afresh"
+            )
         return a
     return g.create_array("0", shape=tuple(shape), chunks=(ch, ch), dtype="uint64", fill_value=0)
