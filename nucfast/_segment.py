@@ -135,7 +135,10 @@ def segment_image(
         m.to(dev)
         u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         ctx = m.fit_context(_tissue_sample(u8, m.mpp), normalize=normalize)
-        x = ctx.normalize(x.to(dev))
+        if getattr(rgb, "dtype", None) in (np.uint8, torch.uint8):  # the slide engine's fused op
+            x = ctx.normalize_u8(torch.as_tensor(u8).to(dev))
+        else:
+            x = ctx.normalize(x.to(dev))
         probs = predict(m, x, tta=tta, tile=tile, context=ctx).float().cpu().numpy()
         labels = postprocess_probs(m, probs, postprocess)
     labels = np.ascontiguousarray(np.asarray(labels), dtype=np.int32)

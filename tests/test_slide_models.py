@@ -86,8 +86,10 @@ def test_segment_image_uses_the_selected_postprocessing(image):
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
     ctx = m.fit_context(_tissue_sample(rgb, 0.25))
     assert ctx.inputs["se_gates"].shape == (m.net.n_se_gates,)
-    probs = predict(m, ctx.normalize(x), context=ctx).float().numpy()
+    u8 = torch.from_numpy(rgb)  # uint8 input: segment_image normalises with the fused op
+    probs = predict(m, ctx.normalize_u8(u8), context=ctx).float().numpy()
     want = usenet_instances(probs[0], probs[1], **pp)
+    np.testing.assert_allclose(ctx.normalize_u8(torch.from_numpy(rgb)), ctx.normalize(x), atol=1e-4)
     np.testing.assert_array_equal(postprocess_probs(m, probs), want)
     np.testing.assert_array_equal(segment_image(rgb), want)
 

@@ -205,6 +205,13 @@ class Context:
             return x01
         return self.normalizer.transform(x01, dtype=torch.float32)
 
+    def normalize_u8(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Stain-normalise a uint8 image (H, W, 3|4) tensor on any device to float32 (3, H, W) in [0, 1] in
+        one fused pass (:meth:`nucfast.stain.ReinhardNormalizer.transform_u8`; without a normaliser / 255)."""
+        if self.normalizer is None:
+            return rgb[..., :3].permute(2, 0, 1).float() / 255.0
+        return self.normalizer.transform_u8(rgb)
+
     def state(self) -> dict:
         """JSON-able summary (run manifests: a resumed run must fit the same statistics)."""
         st: dict[str, Any] = {}

@@ -305,10 +305,9 @@ class ModelSegmenter:
         if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
             raise ValueError(f"tile must be uint8 (h, w, 3), got {rgb.shape} {rgb.dtype}")
         t0 = time.perf_counter()
-        x = torch.from_numpy(np.require(rgb[..., :3], requirements=["C", "W"])).permute(2, 0, 1) / 255.0
         if self.context is None:
             raise RuntimeError("ModelSegmenter: call fit(samples) before segmenting (slide-level statistics)")
-        x = self.context.normalize(x)
+        x = self.context.normalize_u8(torch.from_numpy(np.require(rgb, requirements=["C"])))  # fused op
         t1 = time.perf_counter()
         probs = self._infer(x).float().cpu().numpy()
         t2 = time.perf_counter()
