@@ -49,7 +49,8 @@ def open_label_array(zpath: Path, shape, chunk: int):
         a = g["0"]
         if tuple(a.shape) != tuple(shape) or a.dtype != np.uint32:
             raise ValueError(
-                f"{zpath}: existing label array has shape {a.shape} and dtype {a.dtype}, expected {shape} uint32"
+                f"{zpath}: existing label array has shape {a.shape} and dtype {a.dtype}, "
+                f"expected {shape} uint32"
             )
         return a
     return g.create_array(

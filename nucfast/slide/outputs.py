@@ -189,8 +189,13 @@ def write_geojson(tiles_dir: Path, order, path: Path, fingerprint: str) -> Path:
 def _h5_attrs(obj, encoding: str, version: str, **extra) -> None:
     obj.attrs["encoding-type"] = encoding
     obj.attrs["encoding-version"] = version
+    import h5py
+
     for k, v in extra.items():
-        obj.attrs[k] = v
+        if isinstance(v, np.ndarray) and v.dtype == object:  # string arrays, as anndata writes them
+            obj.attrs.create(k, v, shape=v.shape, dtype=h5py.string_dtype())
+        else:
+            obj.attrs[k] = v
 
 
 def _h5_json_dict(group, d: dict) -> None:
