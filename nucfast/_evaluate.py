@@ -121,9 +121,8 @@ def evaluate(
 
 def add_evaluate_arguments(p) -> None:
     p.add_argument(
-        "--model",
-        default="usenet",
-        help=f"segmentation model: {' | '.join(models.names('segmentation'))} or path/to/weights.safetensors",
+        "--model", default="usenet",
+        help=f"segmentation model: {' | '.join(models.names('segmentation'))} or path/to/weights.safetensors"
     )
     p.add_argument("--data", required=True, help="directory of NAME.png + NAME_inst.tif")
     p.add_argument("--subset", default="all", choices=("all", "val", "train"))

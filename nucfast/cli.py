@@ -158,6 +158,7 @@ def _cmd_demo(args) -> int:
     import numpy as np
     import zarr
 
+
     out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="nucfast_demo_"))
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()

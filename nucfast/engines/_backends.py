@@ -90,14 +90,8 @@ class TorchBackend(Backend):
     output : {"probabilities", "logits"}
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: str | torch.device = "cpu",
-        *,
-        half: bool | None = None,
-        output: str = "probabilities",
-    ):
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", *, half: bool | None = None,
+                 output: str = "probabilities"):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device: CUDA requested but no CUDA device is available")
@@ -110,14 +104,9 @@ class TorchBackend(Backend):
     def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         x = _check_batch(batch).to(self.device, torch.float32)
         extra = {k: torch.as_tensor(v).to(self.device, torch.float32) for k, v in inputs.items()}
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                self.device.type,
-                enabled=self.half,
-                dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16,
-            ),
-        ):
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.half,
+                                                    dtype=torch.float16 if self.device.type == "cuda"
+                                                    else torch.bfloat16):
             return self.module(x, **extra).float()
 
 
@@ -157,26 +146,16 @@ class OnnxRuntimeBackend(Backend):
         x = _check_batch(batch).detach().to("cpu", torch.float32).contiguous()
         feeds = {self.input_name: x.numpy()}
         if set(inputs) != set(self.extra_inputs):
-            raise ValueError(
-                f"this graph takes the inputs {list(self.extra_inputs)} besides the image, "
-                f"got {sorted(inputs)}"
-            )
+            raise ValueError(f"this graph takes the inputs {list(self.extra_inputs)} besides the image, "
+                             f"got {sorted(inputs)}")
         for k, v in inputs.items():
             feeds[k] = torch.as_tensor(v).detach().to("cpu", torch.float32).contiguous().numpy()
         (y,) = self.session.run([self.output_name], feeds)
         return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
 
 
-_TRT_TO_TORCH = {
-    "FLOAT": torch.float32,
-    "HALF": torch.float16,
-    "INT32": torch.int32,
-    "INT8": torch.int8,
-    "BOOL": torch.bool,
-    "INT64": torch.int64,
-    "BF16": torch.bfloat16,
-    "UINT8": torch.uint8,
-}
+_TRT_TO_TORCH = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT8": torch.int8,
+                 "BOOL": torch.bool, "INT64": torch.int64, "BF16": torch.bfloat16, "UINT8": torch.uint8}
 
 
 class TensorRTBackend(Backend):
@@ -198,10 +177,8 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine: str | os.PathLike | bytes, *, api: str = "auto"):
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                "TensorRTBackend needs a CUDA GPU; none is available (use backend='auto' to "
-                "fall back to torch or onnxruntime)"
-            )
+            raise RuntimeError("TensorRTBackend needs a CUDA GPU; none is available (use backend='auto' to "
+                               "fall back to torch or onnxruntime)")
         if isinstance(engine, bytes | bytearray):
             blob = bytes(engine)
         else:
@@ -218,18 +195,15 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
-            raise RuntimeError(
-                f"engine: {self.api} could not deserialize it (built by another version or "
-                "for another GPU architecture?)"
-            )
+            raise RuntimeError(f"engine: {self.api} could not deserialize it (built by another version or "
+                               "for another GPU architecture?)")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if not ins or len(outs) != 1:
-            raise ValueError(
-                f"engine must have an image input and one output, got inputs {ins}, outputs {outs}"
-            )
+            raise ValueError(f"engine must have an image input and one output, got inputs {ins}, "
+                             f"outputs {outs}")
         self.input_name, self.output_name = ins[0], outs[0]
         self.extra_inputs = tuple(ins[1:])
         self.input_dtype = _TRT_TO_TORCH[self.engine.get_tensor_dtype(self.input_name).name]
@@ -249,10 +223,8 @@ class TensorRTBackend(Backend):
     def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         x = _check_batch(batch).to(self.device, self.input_dtype).contiguous()
         if set(inputs) != set(self.extra_inputs):
-            raise ValueError(
-                f"this engine takes the inputs {list(self.extra_inputs)} besides the image, "
-                f"got {sorted(inputs)}"
-            )
+            raise ValueError(f"this engine takes the inputs {list(self.extra_inputs)} besides the image, "
+                             f"got {sorted(inputs)}")
         stream = torch.cuda.current_stream(self.device)
         self._select_profile(tuple(x.shape), stream.cuda_stream)
         if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
@@ -265,11 +237,8 @@ class TensorRTBackend(Backend):
             if not self.context.set_input_shape(k, tuple(t.shape)):
                 raise ValueError(f"engine rejected input {k} of shape {tuple(t.shape)}")
             self.context.set_tensor_address(k, t.data_ptr())
-        y = torch.empty(
-            tuple(self.context.get_tensor_shape(self.output_name)),
-            dtype=self.output_dtype,
-            device=self.device,
-        )
+        y = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
+                        device=self.device)
         self.context.set_tensor_address(self.input_name, x.data_ptr())
         self.context.set_tensor_address(self.output_name, y.data_ptr())
         if not self.context.execute_async_v3(stream.cuda_stream):
@@ -332,30 +301,25 @@ def select_backend(
     if backend == "torch":
         return TorchBackend(model, dev or ("cuda" if torch.cuda.is_available() else "cpu"))
     if backend == "onnxruntime":
-        return OnnxRuntimeBackend(
-            onnx if onnx is not None else export_onnx(model), intra_op_threads=intra_op_threads
-        )
+        return OnnxRuntimeBackend(onnx if onnx is not None else export_onnx(model),
+                                  intra_op_threads=intra_op_threads)
     if backend == "tensorrt" or (backend == "auto" and gpu):
         path = engine
         if path is None:  # look in the engine cache (default location when cache_dir is None)
-            path = find_cached_engine(
-                onnx if onnx is not None else export_onnx(model), precision=precision, cache_dir=cache_dir
-            )
+            path = find_cached_engine(onnx if onnx is not None else export_onnx(model), precision=precision,
+                                      cache_dir=cache_dir)
         if backend == "tensorrt":
             if path is None:
-                raise FileNotFoundError(
-                    "backend='tensorrt': no engine given and none cached for this model "
-                    "(build one with `nucfast build-engine`)"
-                )
+                raise FileNotFoundError("backend='tensorrt': no engine given and none cached for this model "
+                                        "(build one with `nucfast build-engine`)")
             return TensorRTBackend(path)
         if path is not None:
             return TensorRTBackend(path)
         return TorchBackend(model, dev or "cuda")
     # auto, CPU
     try:
-        ort_backend: Backend | None = OnnxRuntimeBackend(
-            onnx if onnx is not None else export_onnx(model), intra_op_threads=intra_op_threads
-        )
+        ort_backend: Backend | None = OnnxRuntimeBackend(onnx if onnx is not None else export_onnx(model),
+                                                         intra_op_threads=intra_op_threads)
     except ImportError:
         ort_backend = None
     torch_backend = TorchBackend(model, "cpu")

@@ -37,73 +37,42 @@ def parse_profile(text: str) -> Profile:
         parts = [tuple(int(v) for v in s.lower().split("x")) for s in text.split(":")]
         return Profile(*parts)
     except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(
-            f"--profile must be MIN:OPT:MAX, each NxCxHxW, got {text!r} ({e})"
-        ) from e
+        raise argparse.ArgumentTypeError(f"--profile must be MIN:OPT:MAX, each NxCxHxW, got {text!r} ({e})"
+                                         ) from e
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default="usenet",
-        help=f"model name ({', '.join(models.names())}; untrained where it has no shipped "
-        "weights) or a weights file (.safetensors); default usenet",
-    )
+    p.add_argument("--model", default="usenet",
+                   help=f"model name ({', '.join(models.names())}; untrained where it has no shipped "
+                        "weights) or a weights file (.safetensors); default usenet")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument(
-        "--per-window-se",
-        action="store_true",
-        help="USE-Net: squeeze-excitation over each input window (the paper's graph) instead of "
-        "the slide engine's graph with a second input se_gates (frozen slide-level gates)",
-    )
-    p.add_argument(
-        "--no-validate", action="store_true", help="skip the onnxruntime-vs-torch check of the export"
-    )
+    p.add_argument("--per-window-se", action="store_true",
+                   help="USE-Net: squeeze-excitation over each input window (the paper's graph) instead of "
+                        "the slide engine's graph with a second input se_gates (frozen slide-level gates)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the onnxruntime-vs-torch check of the export")
 
 
 def _add_build_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     p.add_argument("--onnx", type=Path, default=None, help="build from this ONNX file instead of --model")
     p.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    p.add_argument(
-        "--api",
-        choices=APIS,
-        default="auto",
-        help="tensorrt (needs a GPU), tensorrt_rtx (builds without one), auto (default)",
-    )
+    p.add_argument("--api", choices=APIS, default="auto",
+                   help="tensorrt (needs a GPU), tensorrt_rtx (builds without one), auto (default)")
     p.add_argument("--tile", type=int, default=1024, help="slide engine tile core (default 1024)")
-    p.add_argument(
-        "--halo",
-        type=int,
-        default=None,
-        help="slide engine halo each side (default: the model's, USE-Net 128)",
-    )
+    p.add_argument("--halo", type=int, default=None,
+                   help="slide engine halo each side (default: the model's, USE-Net 128)")
     p.add_argument("--max-batch", type=int, default=4, help="largest batch of the default profile")
     p.add_argument("--min-size", type=int, default=64, help="smallest tile side of the default profile")
-    p.add_argument(
-        "--profile",
-        type=parse_profile,
-        action="append",
-        default=None,
-        metavar="MIN:OPT:MAX",
-        help="explicit profile(s) NxCxHxW:NxCxHxW:NxCxHxW (repeatable; replaces the default)",
-    )
-    p.add_argument(
-        "--calibration",
-        default=None,
-        help="INT8: directory of tissue images, an image, or a slide (calibration tiles)",
-    )
-    p.add_argument(
-        "--compute-capability",
-        action="append",
-        default=None,
-        metavar="SM",
-        help="TensorRT-RTX: build ahead of time for this GPU arch, e.g. sm86 (repeatable)",
-    )
+    p.add_argument("--profile", type=parse_profile, action="append", default=None, metavar="MIN:OPT:MAX",
+                   help="explicit profile(s) NxCxHxW:NxCxHxW:NxCxHxW (repeatable; replaces the default)")
+    p.add_argument("--calibration", default=None,
+                   help="INT8: directory of tissue images, an image, or a slide (calibration tiles)")
+    p.add_argument("--compute-capability", action="append", default=None, metavar="SM",
+                   help="TensorRT-RTX: build ahead of time for this GPU arch, e.g. sm86 (repeatable)")
     p.add_argument("--workspace-mb", type=int, default=None)
-    p.add_argument(
-        "--cache-dir", type=Path, default=None, help=f"engine cache (default {default_cache_dir()})"
-    )
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help=f"engine cache (default {default_cache_dir()})")
     p.add_argument("--output", "-o", type=Path, default=None, help="also copy the engine here")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--verbose", action="store_true", help="TensorRT builder log at verbose level")
@@ -120,12 +89,8 @@ def _export_checked(args) -> bytes:
     if not args.no_validate:
         g = torch.Generator().manual_seed(0)
         extra = {"se_gates": torch.rand(model.n_se_gates, generator=g)} if se else None
-        chk = validate_onnx(
-            model,
-            onnx,
-            [torch.rand(1, 3, 128, 128, generator=g), torch.rand(2, 3, 96, 160, generator=g)],
-            extra_inputs=extra,
-        )
+        chk = validate_onnx(model, onnx, [torch.rand(1, 3, 128, 128, generator=g),
+                                          torch.rand(2, 3, 96, 160, generator=g)], extra_inputs=extra)
         print(f"export check: {chk}", file=sys.stderr)
         if chk.worst > 1e-3:
             raise SystemExit(f"error: ONNX export differs from torch by {chk.worst:.3g} (> 1e-3)")
@@ -141,22 +106,13 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         onnx = _export_checked(args)
     halo = args.halo if args.halo is not None else models.load(args.model).halo
-    profiles = args.profile or default_profiles(
-        args.tile, halo, max_batch=args.max_batch, min_size=args.min_size
-    )
+    profiles = args.profile or default_profiles(args.tile, halo, max_batch=args.max_batch,
+                                                min_size=args.min_size)
     t = time.perf_counter()
-    info = build_engine(
-        onnx,
-        precision=args.precision,
-        profiles=profiles,
-        calibration_tiles=args.calibration,
-        cache_dir=args.cache_dir,
-        api=args.api,
-        compute_capabilities=args.compute_capability,
-        workspace_mb=args.workspace_mb,
-        force=args.force,
-        log_level="verbose" if args.verbose else "warning",
-    )
+    info = build_engine(onnx, precision=args.precision, profiles=profiles, calibration_tiles=args.calibration,
+                        cache_dir=args.cache_dir, api=args.api, compute_capabilities=args.compute_capability,
+                        workspace_mb=args.workspace_mb, force=args.force,
+                        log_level="verbose" if args.verbose else "warning")
     out = info.as_dict()
     out["wall_seconds"] = time.perf_counter() - t
     if args.output is not None:
@@ -186,11 +142,8 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
 
 def add_engine_subparsers(subparsers) -> None:
     """Add ``build-engine`` and ``export-onnx`` to a parent parser's subparsers (``func`` set on each)."""
-    b = subparsers.add_parser(
-        "build-engine",
-        help="build (or fetch from the cache) a TensorRT(-RTX) engine",
-        description=build_engine.__doc__.splitlines()[0],
-    )
+    b = subparsers.add_parser("build-engine", help="build (or fetch from the cache) a TensorRT(-RTX) engine",
+                              description=build_engine.__doc__.splitlines()[0])
     _add_build_args(b)
     b.set_defaults(func=run_build)
     e = subparsers.add_parser("export-onnx", help="export a network to ONNX (dynamic batch/height/width)")

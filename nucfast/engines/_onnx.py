@@ -183,9 +183,8 @@ def export_onnx(
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16' for ONNX export, got {precision!r}")
     if not isinstance(opset, int) or not 11 <= opset <= 20:
-        raise ValueError(
-            f"opset must be an int in [11, 20] (align_corners Resize needs >= 11), got {opset!r}"
-        )
+        raise ValueError(f"opset must be an int in [11, 20] (align_corners Resize needs >= 11), "
+                         f"got {opset!r}")
     shp = _check_sample_shape(sample_shape)
     net = model if isinstance(model, nn.Module) else load_model(model)
     net = copy.deepcopy(net).eval().cpu()

@@ -92,11 +92,8 @@ def import_tensorrt(api: str = "auto"):
     """
     if api not in APIS:
         raise ValueError(f"api must be one of {APIS}, got {api!r}")
-    order = (
-        [api]
-        if api != "auto"
-        else (["tensorrt", "tensorrt_rtx"] if torch.cuda.is_available() else ["tensorrt_rtx", "tensorrt"])
-    )
+    order = [api] if api != "auto" else (
+        ["tensorrt", "tensorrt_rtx"] if torch.cuda.is_available() else ["tensorrt_rtx", "tensorrt"])
     errors = []
     for name in order:
         try:
@@ -105,9 +102,8 @@ def import_tensorrt(api: str = "auto"):
             errors.append(f"{name}: {e}")
             continue
         return mod, name
-    raise TensorRTNotAvailableError(
-        f"TensorRT API {api!r} is not available ({'; '.join(errors)}): {_INSTALL_HINT}"
-    )
+    raise TensorRTNotAvailableError(f"TensorRT API {api!r} is not available ({'; '.join(errors)}): "
+                                    f"{_INSTALL_HINT}")
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,8 @@ class Profile:
                 raise ValueError(f"profiles: {name} must be (N, 3, H, W) with positive sizes, got {v}")
             object.__setattr__(self, name, v)
         if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max, strict=True)):
-            raise ValueError(
-                f"profiles: need min <= opt <= max in every axis, got {self.min}, {self.opt}, {self.max}"
-            )
+            raise ValueError(f"profiles: need min <= opt <= max in every axis, got {self.min}, {self.opt}, "
+                             f"{self.max}")
 
     def covers(self, shape: Sequence[int]) -> bool:
         return len(shape) == 4 and all(a <= s <= b for a, s, b in zip(self.min, shape, self.max, strict=True))
@@ -136,19 +131,16 @@ class Profile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
-def default_profiles(
-    tile: int = 1024, halo: int = 64, *, max_batch: int = 4, min_size: int = 64
-) -> list[Profile]:
+def default_profiles(tile: int = 1024, halo: int = 64, *, max_batch: int = 4,
+                     min_size: int = 64) -> list[Profile]:
     """Profiles for the slide engine's tiles: cores of ``tile`` px with ``halo`` px of context each side.
 
     One profile: batch 1..``max_batch``, sides ``min_size``..``tile + 2 halo`` (tiles at the slide border are
     clipped, hence smaller), optimised for full tiles at the largest batch.
     """
     if tile < 1 or halo < 0 or max_batch < 1 or min_size < 1:
-        raise ValueError(
-            f"tile, max_batch, min_size must be >= 1 and halo >= 0, got {tile}, {max_batch}, "
-            f"{min_size}, {halo}"
-        )
+        raise ValueError(f"tile, max_batch, min_size must be >= 1 and halo >= 0, got {tile}, {max_batch}, "
+                         f"{min_size}, {halo}")
     side = tile + 2 * halo
     lo = min(min_size, side)
     return [Profile((1, 3, lo, lo), (max_batch, 3, side, side), (max_batch, 3, side, side))]
@@ -198,15 +190,8 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "nucfast" / "engines"
 
 
-def engine_key(
-    onnx_sha: str,
-    api: str,
-    version: str,
-    arch: str,
-    precision: str,
-    profiles: Sequence[Profile],
-    extra: str = "",
-) -> str:
+def engine_key(onnx_sha: str, api: str, version: str, arch: str, precision: str, profiles: Sequence[Profile],
+               extra: str = "") -> str:
     """Cache key: ``<onnx sha256[:16]>-<api><version>-<arch>-<precision>-<hash of profiles/extra>``."""
     h = hashlib.sha256(json.dumps([[p.as_dict() for p in profiles], extra], sort_keys=True).encode())
     return f"{onnx_sha[:16]}-{api}{version}-{arch}-{precision}-{h.hexdigest()[:8]}"
@@ -242,29 +227,15 @@ def read_engine_metadata(path: str | os.PathLike) -> dict:
 
 
 def _info_from_meta(path: Path, meta: dict, cached: bool) -> EngineInfo:
-    return EngineInfo(
-        path=path,
-        key=meta["key"],
-        api=meta["api"],
-        version=meta["version"],
-        arch=meta["arch"],
-        precision=meta["precision"],
-        profiles=_as_profiles(meta["profiles"]),
-        onnx_sha256=meta["onnx_sha256"],
-        size_bytes=path.stat().st_size,
-        build_seconds=meta["build_seconds"],
-        cached=cached,
-    )
+    return EngineInfo(path=path, key=meta["key"], api=meta["api"], version=meta["version"], arch=meta["arch"],
+                      precision=meta["precision"], profiles=_as_profiles(meta["profiles"]),
+                      onnx_sha256=meta["onnx_sha256"], size_bytes=path.stat().st_size,
+                      build_seconds=meta["build_seconds"], cached=cached)
 
 
-def find_cached_engine(
-    onnx: bytes | str | os.PathLike,
-    *,
-    precision: str = "fp16",
-    cache_dir: str | os.PathLike | None = None,
-    api: str = "auto",
-    shape: Sequence[int] | None = None,
-) -> Path | None:
+def find_cached_engine(onnx: bytes | str | os.PathLike, *, precision: str = "fp16",
+                       cache_dir: str | os.PathLike | None = None, api: str = "auto",
+                       shape: Sequence[int] | None = None) -> Path | None:
     """A cached engine for this ONNX model usable here (installed API version, this GPU), or None.
 
     ``shape``: only engines with a profile covering this input shape.
@@ -274,7 +245,7 @@ def find_cached_engine(
     if not cdir.is_dir():
         return None
     versions = {}  # installed APIs, in preference order -> version
-    for name in ["tensorrt", "tensorrt_rtx"] if api == "auto" else [api]:
+    for name in (["tensorrt", "tensorrt_rtx"] if api == "auto" else [api]):
         try:
             trt, got = import_tensorrt(name)
         except TensorRTNotAvailableError:
@@ -351,9 +322,8 @@ def _tiles_from_slide(path: Path, tile: int, max_tiles: int) -> Iterable[np.ndar
             yield np.asarray(sl.read_region((c, r), 0, (tile, tile)).convert("RGB"))
 
 
-def load_calibration_tiles(
-    source, *, tile: int = 256, max_tiles: int = 32, min_tissue: float = 0.5
-) -> np.ndarray:
+def load_calibration_tiles(source, *, tile: int = 256, max_tiles: int = 32,
+                           min_tissue: float = 0.5) -> np.ndarray:
     """Tissue tiles for INT8 calibration, as float32 (N, 3, tile, tile) in [0, 1].
 
     Parameters
@@ -369,18 +339,15 @@ def load_calibration_tiles(
         Minimum fraction of tissue pixels (saturation test) for a tile to be kept.
     """
     if tile < 8 or max_tiles < 1 or not 0.0 <= min_tissue <= 1.0:
-        raise ValueError(
-            f"tile must be >= 8, max_tiles >= 1, min_tissue in [0, 1]; got {tile}, {max_tiles}, {min_tissue}"
-        )
+        raise ValueError(f"tile must be >= 8, max_tiles >= 1, min_tissue in [0, 1]; got {tile}, {max_tiles}, "
+                         f"{min_tissue}")
     if isinstance(source, np.ndarray | torch.Tensor):
         arr = np.asarray(source.detach().cpu() if isinstance(source, torch.Tensor) else source)
         if arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
             arr = arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         if arr.ndim != 4 or arr.shape[1] != 3 or not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(
-                "calibration_tiles: an array must be (N, 3, H, W) float or (N, H, W, 3) uint8, "
-                f"got {arr.shape} {arr.dtype}"
-            )
+            raise ValueError("calibration_tiles: an array must be (N, 3, H, W) float or (N, H, W, 3) uint8, "
+                             f"got {arr.shape} {arr.dtype}")
         return np.ascontiguousarray(arr[:max_tiles], dtype=np.float32)
     path = Path(source)
     if not path.exists():
@@ -389,8 +356,7 @@ def load_calibration_tiles(
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
         gen = (t for f in files if (im := _read_rgb(f)) is not None for t in _tiles_from_image(im, tile))
     elif path.suffix.lower() in _SLIDE_SUFFIXES - {".tif", ".tiff"} or (
-        path.suffix.lower() in (".tif", ".tiff") and _is_pyramid(path)
-    ):
+            path.suffix.lower() in (".tif", ".tiff") and _is_pyramid(path)):
         gen = _tiles_from_slide(path, tile, max_tiles)
     else:
         im = _read_rgb(path)
@@ -404,9 +370,8 @@ def load_calibration_tiles(
             if len(out) >= max_tiles:
                 break
     if not out:
-        raise ValueError(
-            f"calibration_tiles: no {tile}x{tile} tile with >= {min_tissue:.0%} tissue in {path}"
-        )
+        raise ValueError(f"calibration_tiles: no {tile}x{tile} tile with >= {min_tissue:.0%} tissue in "
+                         f"{path}")
     return np.stack(out).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
@@ -423,9 +388,8 @@ class TileBatcher:
 
     def __init__(self, tiles: np.ndarray, batch_size: int):
         if batch_size < 1 or batch_size > len(tiles):
-            raise ValueError(
-                f"batch_size must be in [1, {len(tiles)}] (number of calibration tiles), got {batch_size}"
-            )
+            raise ValueError(f"batch_size must be in [1, {len(tiles)}] (number of calibration tiles), "
+                             f"got {batch_size}")
         self.tiles = tiles
         self.batch_size = batch_size
         self.index = 0
@@ -523,19 +487,12 @@ def quantize_qdq(
     with tempfile.TemporaryDirectory(prefix="nucfast-qdq-") as d, _quiet():
         src, dst = Path(d) / "model.onnx", Path(d) / "model.qdq.onnx"
         src.write_bytes(onnx)
-        quantize_static(
-            src,
-            dst,
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Entropy,
-            op_types_to_quantize=["Conv"],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-            calibration_cache_path=None,
-        )
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Entropy, op_types_to_quantize=["Conv"],
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "QuantizeBias": False},
+                        calibration_cache_path=None)
         return dst.read_bytes()
 
 
@@ -610,22 +567,17 @@ def build_engine(
         data = p.read_bytes()
     profs = _as_profiles(profiles)
     if precision == "int8" and calibration_tiles is None:
-        raise ValueError(
-            "precision='int8' needs calibration_tiles (a directory of tissue images, a slide, "
-            "or an array of tiles)"
-        )
+        raise ValueError("precision='int8' needs calibration_tiles (a directory of tissue images, a slide, "
+                         "or an array of tiles)")
     if precision != "int8" and calibration_tiles is not None:
         raise ValueError(f"calibration_tiles is only used with precision='int8', got precision={precision!r}")
     trt, api_name = import_tensorrt(api)
     if compute_capabilities and api_name != "tensorrt_rtx":
-        raise ValueError(
-            "compute_capabilities is a TensorRT-RTX option; classic TensorRT builds for the GPU it runs on"
-        )
+        raise ValueError("compute_capabilities is a TensorRT-RTX option; classic TensorRT builds for the GPU "
+                         "it runs on")
     if api_name == "tensorrt" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "the classic TensorRT builder needs a CUDA GPU and none is available; build with "
-            "TensorRT-RTX instead (api='tensorrt_rtx'), which needs no GPU"
-        )
+        raise RuntimeError("the classic TensorRT builder needs a CUDA GPU and none is available; build with "
+                           "TensorRT-RTX instead (api='tensorrt_rtx'), which needs no GPU")
     version = trt.__version__
     arch = gpu_arch(api_name, compute_capabilities)
     tiles = None
@@ -644,9 +596,8 @@ def build_engine(
     t0 = time.perf_counter()
     flag_fp16 = getattr(trt.BuilderFlag, "FP16", None)
     flag_int8 = getattr(trt.BuilderFlag, "INT8", None)
-    classic_int8 = (
-        api_name == "tensorrt" and flag_int8 is not None and hasattr(trt, "IInt8EntropyCalibrator2")
-    )
+    classic_int8 = (api_name == "tensorrt" and flag_int8 is not None
+                    and hasattr(trt, "IInt8EntropyCalibrator2"))
     graph = data
     strongly_typed = api_name == "tensorrt_rtx"
     if precision == "fp16" and flag_fp16 is None:
@@ -684,10 +635,8 @@ def build_engine(
             name = _norm_cc(cc).upper()
             if not hasattr(trt.ComputeCapability, name):
                 known = [k for k in trt.ComputeCapability.__members__ if k.startswith("SM")]
-                raise ValueError(
-                    f"compute_capabilities: {cc!r} is not supported by TensorRT-RTX {version} "
-                    f"(supported: {known})"
-                )
+                raise ValueError(f"compute_capabilities: {cc!r} is not supported by TensorRT-RTX {version} "
+                                 f"(supported: {known})")
             config.set_compute_capability(getattr(trt.ComputeCapability, name), i)
     if precision == "fp16" and flag_fp16 is not None and not strongly_typed:
         config.set_flag(flag_fp16)
@@ -696,9 +645,8 @@ def build_engine(
         config.set_flag(flag_int8)
         if flag_fp16 is not None:
             config.set_flag(flag_fp16)  # layers without INT8 kernels fall back to FP16, not FP32
-        calibrator = _entropy_calibrator(
-            trt, tiles, min(calibration_batch, len(tiles)), cdir / f"{key}.calib"
-        )
+        calibrator = _entropy_calibrator(trt, tiles, min(calibration_batch, len(tiles)),
+                                         cdir / f"{key}.calib")
         config.int8_calibrator = calibrator
         shp = (calibrator.get_batch_size(), 3, tiles.shape[2], tiles.shape[3])
         cprof = builder.create_optimization_profile()
@@ -707,28 +655,17 @@ def build_engine(
 
     blob = builder.build_serialized_network(network, config)
     if blob is None:
-        raise RuntimeError(
-            f"{api_name} {version} failed to build the engine (precision={precision}, "
-            f"arch={arch}); rerun with log_level='verbose' for the builder log"
-        )
+        raise RuntimeError(f"{api_name} {version} failed to build the engine (precision={precision}, "
+                           f"arch={arch}); rerun with log_level='verbose' for the builder log")
     seconds = time.perf_counter() - t0
     tmp = eng_path.with_name(eng_path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(memoryview(blob))
     os.replace(tmp, eng_path)
-    meta = dict(
-        key=key,
-        api=api_name,
-        version=version,
-        arch=arch,
-        precision=precision,
-        profiles=[p.as_dict() for p in profs],
-        onnx_sha256=sha,
-        build_seconds=seconds,
-        strongly_typed=strongly_typed,
-        int8_mode=("calibrator" if classic_int8 else "qdq") if precision == "int8" else None,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
+    meta = dict(key=key, api=api_name, version=version, arch=arch, precision=precision,
+                profiles=[p.as_dict() for p in profs], onnx_sha256=sha, build_seconds=seconds,
+                strongly_typed=strongly_typed, int8_mode=("calibrator" if classic_int8 else "qdq")
+                if precision == "int8" else None, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     tmpm = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
     tmpm.write_text(json.dumps(meta, indent=1))
     os.replace(tmpm, meta_path)
