@@ -25,8 +25,8 @@ from nucfast.slide import (
     open_slide,
     segment_slide,
 )
-from nucfast.slide.accuracy import aji, detection_scores, overlap_counts
 from nucfast.slide._labels import read_label_array
+from nucfast.slide.accuracy import aji, detection_scores, overlap_counts
 from nucfast.slide.engine import WorkingGrid
 from nucfast.synthetic import SyntheticSlide, write_synthetic_slide
 
@@ -366,7 +366,7 @@ def test_measurements_against_regionprops(slide):
         rgb = r.read_region(0, (0, 0), (384, 384))
     seg = BaselineSegmenter(threshold=0.03)(rgb)
     nuc = _measure_tile(Tile(0, 0, 0, 256, 256), (0, 0), rgb, seg, (768, 768), 1.0, 0.25, 0.25)
-    cols, (pr, pc, patch) = nuc.cols, nuc.patch
+    cols, patch = nuc.cols, nuc.patch[2]
     rps = {rp.label: rp for rp in regionprops(seg.labels, intensity_image=seg.hed[..., :2])}
     m = len(nuc)
     assert m > 10 and nuc.n_cut == 0

@@ -16,7 +16,7 @@ import shapely
 
 from .._measure import region_stats
 from ._polygons import label_polygons
-from .segmenters import TileSegmentation, hed_optical_density
+from .segmenters import TileSegmentation
 from .tissue import Tile
 
 __all__ = ["COLUMNS", "TileNuclei", "measure_tile"]
@@ -65,6 +65,25 @@ class TileNuclei:
 
     def __len__(self) -> int:
         return len(self.polygons)
+
+
+_OD_LUT = None
+
+
+def _hed_of_pixels(rgb_pix: np.ndarray) -> np.ndarray:
+    """Haematoxylin and eosin optical densities of (N, 3) uint8 pixels, as ``skimage.color.rgb2hed`` computes
+    them (float64: ``max(0, log(max(v / 255, 1e-6)) / log(1e-6) @ hed_from_rgb)``) through a 256-entry
+    table of the log term: ~20x faster than rgb2hed on the pixels."""
+    global _OD_LUT
+    from skimage.color import hed_from_rgb
+
+    if rgb_pix.dtype != np.uint8:
+        from skimage.color import rgb2hed
+
+        return rgb2hed(rgb_pix[:, None, :])[:, 0, :2]
+    if _OD_LUT is None:
+        _OD_LUT = np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / np.log(1e-6)
+    return np.maximum(_OD_LUT[rgb_pix] @ hed_from_rgb[:, :2], 0)
 
 
 def _empty() -> TileNuclei:
@@ -138,7 +157,7 @@ def measure_tile(
     if seg.hed is not None:
         hed_pix = np.asarray(seg.hed[pr0:pr1, pc0:pc1, :2]).reshape(-1, 2)[pix]
     else:  # optical densities of the owned pixels only
-        hed_pix = hed_optical_density(rgb[pr0:pr1, pc0:pc1].reshape(-1, 3)[pix][:, None, :])[:, 0, :2]
+        hed_pix = _hed_of_pixels(rgb[pr0:pr1, pc0:pc1].reshape(-1, rgb.shape[-1])[pix, :3])
     mh = np.bincount(k, weights=hed_pix[:, 0].astype(np.float64), minlength=m + 1)[1:] / area
     me = np.bincount(k, weights=hed_pix[:, 1].astype(np.float64), minlength=m + 1)[1:] / area
     polys = label_polygons(local, np.arange(1, m + 1), origin=(r0 + pr0, c0 + pc0), scale=scale)
