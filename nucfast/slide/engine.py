@@ -27,14 +27,16 @@ Pipeline
    (USE-Net's squeeze-excitation blocks pool over the whole window), so tiled and whole-image nuclei agree
    closely but not pixel for pixel (measured on a MoNuSeg image: detection F1 > 0.9 between the two, the
    same AJI against the annotation). Each nucleus is still kept once, by its owner tile; where two kept
-   nuclei of neighbouring tiles overlap by a few pixels, the larger id wins in the label image, whatever
-   the order in which tiles finish (runs are deterministic).
+   nuclei of neighbouring tiles overlap by a few pixels, the one committed first keeps them in the label
+   image and one mostly covered is dropped as a duplicate (:mod:`nucfast.slide._labels`); tiles are
+   committed in index order, so ids and results do not depend on the number of workers.
 6. Resumable: each finished tile is committed atomically as ``tiles/NNNNNN.parquet`` (written to a
    temporary name, fsynced, renamed) after its labels are painted into the zarr; a restarted run skips
    committed tiles (their nuclei are read back, never recomputed) and repaints the others idempotently.
    ``manifest.json`` records the run configuration; resuming with a different one is refused.
-7. Finalise (always, cheap): ``nuclei.parquet``, ``nuclei.geojson`` (QuPath), ``labels.zarr`` pyramid,
-   ``overlay.png``; each streamed tile by tile.
+7. Finalise (always, cheap): ``nuclei.parquet`` (GeoParquet), ``nuclei.geojson[.gz]`` (QuPath),
+   ``labels.zarr`` (OME-NGFF pyramid + metadata), ``nuclei.h5ad`` (AnnData), overlays; each streamed tile
+   by tile (:mod:`nucfast.slide.outputs`); ``manifest.json`` gets provenance, counts, outputs, timings.
 
 Disk full (ENOSPC) raises :class:`DiskFullError`; decode failures raise ``SlideReadError`` naming the file
 and region; both stop the run with committed tiles kept for a resume.
