@@ -45,12 +45,31 @@ __all__ = [
     "build_network",
     "unknown_model_error",
     "MAX_PARAMETERS",
+    "cpu_bf16",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Networks larger than this (parameters, counted on the meta device before anything is allocated) are
 #: refused: a weights file whose metadata asks for absurd widths fails at once, not after gigabytes.
 MAX_PARAMETERS = 500_000_000
+
+
+def cpu_bf16() -> bool:
+    """Whether networks that allow it (``Kind.cpu_bf16``) run in bfloat16 on the CPU.
+
+    ``NUCFAST_CPU_PRECISION=bf16`` / ``fp32`` decides; by default bf16 where the CPU has AMX tiles (bf16
+    matrix hardware), the only CPU this was measured on: the shipped USE-Net lite on one 1024² tile, one
+    thread, torch bf16 autocast + channels_last 4.5 MP/s vs onnxruntime fp32 2.2, torch fp32 1.2
+    (channels_last 1.9) (benchmarks/bench_backends.py::test_shipped_usenet_1024_1thread, 2026-12-02).
+    CPUs without AMX (AVX-512 BF16 only, AVX2) keep fp32 (onnxruntime): bf16 there is unmeasured."""
+    import os
+
+    mode = os.environ.get("NUCFAST_CPU_PRECISION", "auto").lower()
+    if mode not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"NUCFAST_CPU_PRECISION must be auto, bf16 or fp32, got {mode!r}")
+    if mode != "auto":
+        return mode == "bf16"
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,8 @@ class Kind:
         slide-level network inputs (USE-Net: frozen squeeze-excitation gates, ``se_gates``)
     stride : the network's total stride: its output is translation-equivariant only by multiples of it, so
         every window (sliding window, slide tile) starts at a multiple of it in image coordinates
+    cpu_bf16 : bfloat16 inference on the CPU is allowed (its accuracy change was measured; see
+        :func:`cpu_bf16` for when it is used)
     """
 
     name: str
@@ -78,6 +99,7 @@ class Kind:
     postprocess: Callable[[np.ndarray, dict], np.ndarray] | None = None
     fit: Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]] | None = None
     stride: int = 1
+    cpu_bf16: bool = False
 
 
 @dataclass(frozen=True)
@@ -287,7 +309,13 @@ class Model:
         k = self._kind()
         if k.predict is None:
             raise ValueError(f"model {self.name!r} ({self.task}) has no dense prediction")
-        return k.predict(self.net, x01, tile, **(context.inputs if context is not None else {}))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x01.device.type == "cpu"):
+            return k.predict(self.net, x01, tile, **(context.inputs if context is not None else {})).float()
+
+    @property
+    def bf16(self) -> bool:
+        """CPU inference runs in bfloat16 (``Kind.cpu_bf16`` and :func:`cpu_bf16`)."""
+        return self._kind().cpu_bf16 and cpu_bf16()
 
     def postprocess(self, probs: np.ndarray, override=None) -> np.ndarray:
         """Instances from :meth:`predict`'s probabilities with the post-processing stored with the weights

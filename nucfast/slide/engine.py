@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import queue
-import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -62,11 +62,14 @@ from . import _labels
 from . import outputs as _out
 from ._nuclei import COLUMNS as _NUCLEUS_COLUMNS
 from ._nuclei import TileNuclei, measure_tile
+from ._rundir import RunDir, RunDirError, committed_prefix, lost_label_tiles, read_manifest
 from .reader import SlideReader, open_slide
 from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
 
-__all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid"]
+__all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid", "RunDirError"]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: uint32 running ids, labels.zarr/nuclei (OME-NGFF 0.5), WKB polygons
 OUTPUTS = ("table", "geojson", "geojson.gz", "zarr", "h5ad", "overlay")
@@ -370,14 +373,14 @@ def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer:
     return _Plan(path, out_dir, reader, seg, grid, mpp0, halo, tiles, config)
 
 
-def _open_run_dir(plan: _Plan, resume: bool, tile: int):
-    """Create or resume the run directory: (label zarr level 0, indices of the committed tiles)."""
-    stale = ("nuclei.parquet", "nuclei.geojson", "nuclei.geojson.gz", "nuclei.h5ad", "overlay.png")
+def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
+    """Create or resume the (locked, nucfast-owned) run directory: (label zarr level 0, {committed tile:
+    rows}). A resume checks what it trusts (:mod:`nucfast.slide._rundir`): a damaged manifest is refused;
+    damaged tile tables and tiles whose nuclei lost their pixels in the label image are recomputed."""
     out_dir, manifest, tiles_dir, zpath = plan.out_dir, plan.manifest, plan.tiles_dir, plan.labels
     with _disk_full(lambda: f"writing to {out_dir}"):
-        out_dir.mkdir(parents=True, exist_ok=True)
         if manifest.exists() and resume:
-            old = json.loads(manifest.read_text()).get("config", {})
+            old = read_manifest(manifest)["config"]
             if old.get("format") != plan.config["format"]:
                 raise ValueError(
                     f"{out_dir} holds a run written by another nucfast version (run format "
@@ -391,23 +394,23 @@ def _open_run_dir(plan: _Plan, resume: bool, tile: int):
                     f"{out_dir} holds a run with a different configuration (differs in {diff}); "
                     f"pass resume=False (CLI: --no-resume) to overwrite, or choose another out_dir"
                 )
-            if (
-                not (zpath / _labels.NAME / "0").exists() and tiles_dir.exists()
-            ):  # labels lost: committed tiles are void
-                shutil.rmtree(tiles_dir)
+            if not (zpath / _labels.NAME / "0").exists() and tiles_dir.exists():  # labels lost: tiles void
+                for f in tiles_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].parquet"):
+                    f.unlink()
         else:
-            for p in (tiles_dir, zpath):
-                if p.exists():
-                    shutil.rmtree(p)
-            for name in stale:  # outputs of an earlier run
-                (out_dir / name).unlink(missing_ok=True)
-            if (out_dir / "overlay").is_dir():
-                shutil.rmtree(out_dir / "overlay")
+            rundir.clean()
             doc = {"config": plan.config, "tiles": [t.index for t in plan.tiles]}
             _atomic_write_bytes(manifest, json.dumps(doc, indent=1).encode())
         tiles_dir.mkdir(exist_ok=True)
-        zarr0 = _labels.open_label_array(zpath, plan.grid.shape, tile)
-    done = {int(p.stem) for p in tiles_dir.glob("*.parquet") if p.stem.isdigit()}
+        zarr0 = _open_label_array(zpath, plan.grid.shape, tile)
+        done = committed_prefix(tiles_dir, [t.index for t in plan.tiles], _schema(True))
+        lost = lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale)
+        if lost:  # ids are assigned in tile order: everything from the first lost tile on is recomputed
+            first = min(lost)
+            for i in [i for i in done if i >= first]:
+                log.warning("%s: tile %d is recomputed (nuclei missing from %s)", out_dir, i, zpath)
+                (tiles_dir / f"{i:06d}.parquet").unlink()
+                del done[i]
     return zarr0, done
 
 
@@ -745,11 +748,13 @@ def segment_slide(
 
     with timer("open"):
         reader = open_slide(path, mpp=mpp, backend=reader_backend)
+    rundir = None
     try:
+        rundir = RunDir(out_dir).open()  # owned and locked for the whole run
         plan = _plan(path, out_dir, reader, seg, timer, tile=int(tile), halo=halo, tissue=tissue)
-        zarr0, done = _open_run_dir(plan, resume, int(tile))
+        zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
-        committed = _count_rows(plan.tiles_dir, sorted(t.index for t in plan.tiles if t.index in done))
+        committed = sum(done.values())
         run = _Run(
             plan,
             timer,
@@ -760,7 +765,7 @@ def segment_slide(
             next_id=committed + 1,  # committed tiles are a prefix of the tile order: ids 1..committed
         )
         run.done = len(plan.tiles) - len(todo)
-        run.nuclei = committed
+        run.nuclei = sum(done.values())
         run(todo, len(plan.tiles))
         timing = timer.seconds
         timing.update({f"segment.{k}": float(v) for k, v in seg.timing.items()})
@@ -789,6 +794,8 @@ def segment_slide(
         _write_manifest(plan, result, run.labels.duplicates)
         return result
     finally:
+        if rundir is not None:
+            rundir.close()
         reader.close()
 
 
@@ -796,3 +803,15 @@ def _count_rows(tiles_dir: Path, indices) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(tiles_dir / f"{i:06d}.parquet").metadata.num_rows for i in indices)
+
+
+def _open_label_array(zpath: Path, shape, chunk: int):
+    try:
+        return _labels.open_label_array(zpath, shape, chunk)
+    except ValueError as e:
+        raise RunDirError(f"{e}; pass resume=False (CLI: --no-resume) to start this run afresh") from e
+    except Exception as e:  # zarr raises its own types for damaged metadata
+        raise RunDirError(
+            f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
+            "(CLI: --no-resume) to start this run afresh"
+        ) from e

@@ -9,30 +9,35 @@ the ImageDescription (cuCIM's ``spacing()`` ignores it), OpenSlide's ``openslide
 MPP opens (``reader.mpp is None``); the engine then refuses to segment it unless ``mpp=`` is given,
 because silently assuming a resolution would run the model at the wrong scale (see ``require_mpp``).
 
-Integrity: before a TIFF-based file is handed to a backend, its directory is parsed with tifffile and
-every tile/strip of every page must lie inside the file. cuCIM opens truncated files and returns blank
-pixels for the missing tiles; this check turns that into a :class:`SlideReadError` naming the file.
+Integrity (:mod:`nucfast.slide._integrity`): a TIFF-based file is checked before any backend sees it (the
+directory chain and every tag value inside the file, tile tables consistent with the image), and every
+tile a read touches is verified once by a decoder that reports errors (strict libjpeg for JPEG tiles),
+whichever library then decodes the pixels. cuCIM returns blank or stale pixels for truncated or corrupt
+tiles; these checks turn that into a :class:`SlideReadError` naming the file, the region and the tile.
+
+Readers are subclasses of :class:`SlideReader` (:class:`CuCIMReader`, :class:`OpenSlideReader`,
+:class:`TiffFileReader`), each implementing ``_read_inside``, ``_associated`` and ``_close``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._integrity import SegmentVerifier, SlideReadError, check_pages, check_structure
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("cucim", "openslide", "tifffile")
 _ASSOCIATED = ("thumbnail", "label", "macro")
-
-
-class SlideReadError(OSError):
-    """A slide file cannot be opened or read (missing, truncated, corrupt or unsupported)."""
 
 
 class MissingMPPError(ValueError):
@@ -67,65 +72,108 @@ def _is_tiff(path: Path) -> bool:
     return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def _tiff_inspect(path: Path) -> dict:
-    """Parse a TIFF's directory with tifffile: integrity check + metadata (MPP, associated pages).
+@dataclass
+class _TiffInfo:
+    """What the integrity checks learned about a TIFF file: an open tifffile handle (closed by the reader),
+    MPP, associated pages (name -> page index), the tiled pyramid pages, and the verifier (None for
+    flavours the checks do not cover, i.e. NDPI)."""
 
-    Raises SlideReadError when the header or a directory cannot be read, or when the data of any
-    page extends past the end of the file (truncated copy).
+    tf: object
+    mpp: float | None
+    mpp_source: str | None
+    associated: dict
+    verifier: SegmentVerifier | None
+
+    def close(self) -> None:
+        if self.verifier is not None:
+            self.verifier.close()
+        self.tf.close()
+
+
+def _tiff_inspect(path: Path, size: int) -> _TiffInfo:
+    """Structure checks (:func:`check_structure`, :func:`check_pages`) + metadata with tifffile.
+
+    Raises SlideReadError when the header or a directory cannot be read, when a directory, tag value or
+    image segment lies past the end of the file (truncated copy), or when the tile tables are inconsistent.
     """
     import tifffile
 
-    size = path.stat().st_size
-    info: dict = {"mpp": None, "mpp_source": None, "associated": {}}
+    tags0 = check_structure(path, size)
+    ndpi = 65420 in tags0
     try:
-        with tifffile.TiffFile(path) as tf:
-            pages = list(tf.pages)
-            if not pages:
-                raise SlideReadError(f"{path}: TIFF has no image directories")
-            for i, p in enumerate(pages):
-                offs = np.asarray(p.dataoffsets, dtype=np.int64)
-                cnts = np.asarray(p.databytecounts, dtype=np.int64)
-                if offs.size and int((offs + cnts).max()) > size:
-                    raise SlideReadError(
-                        f"{path}: truncated or corrupt file: image data of page {i} ends at byte "
-                        f"{int((offs + cnts).max())} but the file has {size} bytes"
-                    )
-                if offs.size and (cnts <= 0).any() and p.is_tiled:
-                    raise SlideReadError(f"{path}: corrupt file: page {i} has empty tiles")
-            p0 = pages[0]
-            desc = p0.description or ""
-            mpp = _parse_aperio_mpp(desc)
-            if mpp is not None:
-                info["mpp"], info["mpp_source"] = mpp, "aperio ImageDescription MPP"
-            else:
-                tags = p0.tags
-                xres = tags.get("XResolution")
-                unit = tags.get("ResolutionUnit")
-                if xres is not None and unit is not None:
-                    num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
-                    u = int(unit.value)
-                    per_unit = float(num) / float(den) if den else 0.0
-                    # 2 = inch, 3 = centimetre; 1 (none) carries no physical size.
-                    if per_unit > 0 and u in (2, 3):
-                        um = 25400.0 if u == 2 else 10000.0
-                        info["mpp"], info["mpp_source"] = um / per_unit, "TIFF XResolution"
-            # Aperio associated images: pages whose description names them; page 1 untiled = thumbnail.
-            for i, p in enumerate(pages[1:], start=1):
-                lines = [ln.strip() for ln in (p.description or "").lower().splitlines()]
-                for name in ("label", "macro"):
-                    if any(ln == name or ln.startswith(name + " ") for ln in lines):
-                        info["associated"][name] = i
-                if i == 1 and not p.is_tiled and desc.startswith("Aperio"):
-                    info["associated"]["thumbnail"] = i
-    except SlideReadError:
-        raise
+        tf = tifffile.TiffFile(path)
     except Exception as e:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+        raise SlideReadError(f"{path}: cannot parse TIFF structure ({type(e).__name__}: {e})") from e
+    try:
+        pages = list(tf.pages)
+        if not pages:
+            raise SlideReadError(f"{path}: TIFF has no image directories")
+        if not ndpi:
+            check_pages(path, pages, size)
+        info = _TiffInfo(tf, None, None, {}, None)
+        p0 = pages[0]
+        desc = p0.description or ""
+        mpp = _parse_aperio_mpp(desc)
+        if mpp is not None:
+            info.mpp, info.mpp_source = mpp, "aperio ImageDescription MPP"
+        else:
+            tags = p0.tags
+            xres = tags.get("XResolution")
+            unit = tags.get("ResolutionUnit")
+            if xres is not None and unit is not None:
+                num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
+                u = int(unit.value)
+                per_unit = float(num) / float(den) if den else 0.0
+                # 2 = inch, 3 = centimetre; 1 (none) carries no physical size.
+                if per_unit > 0 and u in (2, 3):
+                    um = 25400.0 if u == 2 else 10000.0
+                    info.mpp, info.mpp_source = um / per_unit, "TIFF XResolution"
+        # Aperio associated images: pages whose description names them; page 1 untiled = thumbnail.
+        for i, p in enumerate(pages[1:], start=1):
+            lines = [ln.strip() for ln in (p.description or "").lower().splitlines()]
+            for name in ("label", "macro"):
+                if any(ln == name or ln.startswith(name + " ") for ln in lines):
+                    info.associated[name] = i
+            if i == 1 and not p.is_tiled and desc.startswith("Aperio"):
+                info.associated["thumbnail"] = i
+        if not ndpi:
+            for p in pages:  # parse lazily-loaded tables and decoders now, in one thread
+                _ = p.jpegtables, p.decode
+            info.verifier = SegmentVerifier(path, tf)
+    except SlideReadError:
+        tf.close()
+        raise
+    except Exception as e:
+        tf.close()
         raise SlideReadError(f"{path}: cannot parse TIFF structure ({type(e).__name__}: {e})") from e
     return info
 
 
+def _pyramid_pages(tf, assoc_pages) -> list:
+    """The tiled RGB(A) pages of the pyramid, finest first (Aperio-style separate pages, or the levels of
+    tifffile's first series)."""
+    series = tf.series[0]
+    lvl_series = list(series.levels)
+    if len(lvl_series) == 1:  # Aperio-style: reduced levels are separate tiled pages
+        cand = [p for p in tf.pages if p.is_tiled and p.shape[-1] in (3, 4) and p.index not in assoc_pages]
+        pages = cand if cand else [series.pages[0]]
+    else:
+        pages = [s.pages[0] for s in lvl_series]
+    out = []
+    for p in pages:
+        if out and int(p.shape[0]) >= int(out[-1].shape[0]):
+            continue
+        out.append(p)
+    return out
+
+
 class SlideReader:
     """Random access to a whole-slide image. Use :func:`open_slide`.
+
+    Subclasses implement ``_read_inside(level, r, c, h, w)`` (a region inside the level),
+    ``_associated(name)`` and ``_close()``; this base validates arguments, pads outside the level with white,
+    verifies every tile a read touches (:class:`nucfast.slide._integrity.SegmentVerifier`) and turns any
+    failure into a :class:`SlideReadError` naming the file and the region.
 
     Attributes
     ----------
@@ -138,17 +186,32 @@ class SlideReader:
         Microns per level-0 pixel (override, else from metadata, else None).
     mpp_source : str or None
         Where ``mpp`` came from.
+    verified : bool
+        Every level is verified tile by tile (a TIFF file; False for formats only OpenSlide reads, which
+        rely on OpenSlide's own error reporting).
     """
 
-    def __init__(self, path: Path, backend: str, handle, levels, mpp, mpp_source, assoc):
+    backend = "?"
+
+    def __init__(self, path: Path, handle, levels, mpp, mpp_source, assoc, tiff: _TiffInfo | None = None):
         self.path = path
-        self.backend = backend
         self._h = handle
         self.levels: list[Level] = levels
         self.mpp: float | None = mpp
         self.mpp_source: str | None = mpp_source
         self._assoc = assoc  # name -> backend-specific key
         self._lock = threading.Lock()  # OpenSlide/tifffile handles are not reliably thread-safe
+        self._tiff = tiff
+        self._verifier = tiff.verifier if tiff is not None else None
+        self._level_pages: list[int | None] = [None] * len(levels)
+        self._assoc_pages: dict[str, int] = dict(tiff.associated) if tiff is not None else {}
+        if self._verifier is not None:
+            pages = list(tiff.tf.pages)
+            by_shape = {}
+            for p in pages:
+                if p.is_tiled and p.index not in set(self._assoc_pages.values()):
+                    by_shape.setdefault((int(p.shape[0]), int(p.shape[1])), p.index)
+            self._level_pages = [by_shape.get(tuple(lv.shape)) for lv in levels]
 
     # -- basic properties -------------------------------------------------------------------
     @property
@@ -164,6 +227,10 @@ class SlideReader:
     def associated_images(self) -> list[str]:
         """Names of the associated images present (subset of thumbnail, label, macro)."""
         return sorted(self._assoc)
+
+    @property
+    def verified(self) -> bool:
+        return self._verifier is not None and all(p is not None for p in self._level_pages)
 
     def require_mpp(self) -> float:
         """The slide's MPP, or MissingMPPError telling the user how to pass it."""
@@ -187,7 +254,8 @@ class SlideReader:
         """Read ``size = (h, w)`` pixels of ``level`` starting at ``location = (row, col)`` in that level.
 
         Pixels outside the level are white (255). Returns a C-contiguous uint8 array (h, w, 3).
-        Raises SlideReadError naming the file when the backend fails to decode.
+        Raises SlideReadError naming the file, the region and the tile when a tile is corrupt or the
+        backend fails to decode.
         """
         if not 0 <= level < len(self.levels):
             raise ValueError(f"level must be in [0, {len(self.levels)}), got {level}")
@@ -197,10 +265,10 @@ class SlideReader:
             raise ValueError(f"size must be non-negative, got {size}")
         if h == 0 or w == 0:
             return np.zeros((h, w, 3), np.uint8)
+        if self._h is None:
+            raise ValueError(f"{self.path}: the reader is closed")
         try:
             out = self._read(level, r, c, h, w)
-        except SlideReadError:
-            raise
         except Exception as e:
             raise SlideReadError(
                 f"{self.path}: failed to read region level={level} (row={r}, col={c}) size=({h}, {w}) "
@@ -223,10 +291,21 @@ class SlideReader:
 
             r, c = location
             h, w = size
+            self._verify(level, int(r), int(c), int(h), int(w))
             ds = self.levels[level].downsample
             reg = self._h.read_region((round(c * ds), round(r * ds)), (int(w), int(h)), level, device="cuda")
             return torch.from_dlpack(cp.asarray(reg)[..., :3]).contiguous()
         return torch.from_numpy(self.read_region(level, location, size)).to(dev)
+
+    def _verify(self, level, r, c, h, w) -> None:
+        """Verify the tiles of ``level`` under the region (clipped to the level) before they are decoded."""
+        page = self._level_pages[level] if self._verifier is not None else None
+        if page is None:
+            return
+        lh, lw = self.levels[level].shape
+        r0, r1, c0, c1 = max(r, 0), min(r + h, lh), max(c, 0), min(c + w, lw)
+        if r1 > r0 and c1 > c0:
+            self._verifier.check(page, r0, c0, r1, c1)
 
     def _read(self, level, r, c, h, w):
         """Read the part of the region inside the level; the rest is white (same for every backend)."""
@@ -235,27 +314,21 @@ class SlideReader:
         r0, r1 = max(r, 0), min(r + h, lh)
         c0, c1 = max(c, 0), min(c + w, lw)
         if r1 > r0 and c1 > c0:
-            out[r0 - r : r1 - r, c0 - c : c1 - c] = self._read_inside(level, r0, c0, r1 - r0, c1 - c0)
+            self._verify(level, r0, c0, r1 - r0, c1 - c0)
+            a = self._read_inside(level, r0, c0, r1 - r0, c1 - c0)
+            if a.shape[:2] != (r1 - r0, c1 - c0):
+                raise ValueError(f"the backend returned {a.shape[:2]} pixels for {(r1 - r0, c1 - c0)}")
+            out[r0 - r : r1 - r, c0 - c : c1 - c] = a
         return out
 
-    def _read_inside(self, level, r, c, h, w):
-        ds = self.levels[level].downsample
-        if self.backend == "cucim":
-            # cuCIM takes (x, y) in level-0 coordinates and (w, h) in level pixels.
-            reg = self._h.read_region((round(c * ds), round(r * ds)), (w, h), level)
-            return np.asarray(reg)[..., :3]
-        if self.backend == "openslide":
-            with self._lock:
-                im = self._h.read_region((round(c * ds), round(r * ds)), level, (w, h))
-            a = np.asarray(im)  # RGBA, transparent outside the slide
-            rgb = a[..., :3].copy()
-            rgb[a[..., 3] == 0] = 255
-            return rgb
-        with self._lock:  # tifffile: zarr store over the page of this level
-            a = np.asarray(self._h["levels"][level][r : r + h, c : c + w])
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        return a[..., :3]
+    def _read_inside(self, level, r, c, h, w) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _associated(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def associated_image(self, name: str) -> np.ndarray:
         """An associated image (``"thumbnail"``, ``"label"``, ``"macro"``) as uint8 RGB (h, w, 3)."""
@@ -263,14 +336,9 @@ class SlideReader:
         if name not in self._assoc:
             raise KeyError(f"{self.path}: no associated image {name!r}; present: {self.associated_images}")
         try:
-            if self.backend == "cucim":
-                a = np.asarray(self._h.associated_image(self._assoc[name]))
-            elif self.backend == "openslide":
-                with self._lock:
-                    a = np.asarray(self._h.associated_images[self._assoc[name]].convert("RGB"))
-            else:
-                with self._lock:
-                    a = self._h["tf"].pages[self._assoc[name]].asarray()
+            if self._verifier is not None and name in self._assoc_pages:
+                self._verifier.check_page(self._assoc_pages[name])
+            a = self._associated(name)
         except Exception as e:
             raise SlideReadError(f"{self.path}: failed to read associated image {name!r} ({e})") from e
         if a.ndim == 2:
@@ -309,14 +377,18 @@ class SlideReader:
         if h is None:
             return
         try:
-            if self.backend == "openslide":
-                h.close()
-            elif self.backend == "tifffile":
-                h["tf"].close()
-            elif hasattr(h, "close"):
-                h.close()
+            self._close_handle(h)
         except Exception:  # closing must never mask the real error
             pass
+        if self._tiff is not None:
+            try:
+                self._tiff.close()
+            except Exception:
+                pass
+
+    def _close_handle(self, h) -> None:
+        if hasattr(h, "close"):
+            h.close()
 
     def __enter__(self):
         return self
@@ -326,7 +398,7 @@ class SlideReader:
 
     def __repr__(self) -> str:
         return (
-            f"SlideReader({str(self.path)!r}, backend={self.backend!r}, shape={self.shape}, "
+            f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, shape={self.shape}, "
             f"levels={len(self.levels)}, mpp={self.mpp})"
         )
 
@@ -390,81 +462,152 @@ class _CudaLessCuFileLines:
 _cucim_started = False
 
 
-def _open_cucim(path: Path):
-    global _cucim_started
-    _cufile_settings()
-    if _cucim_started:
-        from cucim import CuImage
+class CuCIMReader(SlideReader):
+    """cuCIM (``CuImage``): fastest; GPU decode when a CUDA device reads (``read_region_tensor``)."""
 
-        im = CuImage(str(path))
-    else:
-        with _CudaLessCuFileLines():
-            from cucim import CuImage  # optional heavy dependency
+    backend = "cucim"
 
-            im = CuImage(str(path))  # loads the slide plug-in (and its cuFile) on first use
+    @staticmethod
+    def open(path: Path):
+        global _cucim_started
+        _cufile_settings()
+        with _CudaLessCuFileLines() if not _cucim_started else contextlib.nullcontext():
+            from cucim import CuImage  # optional heavy dependency (RAPIDS)
+
+            im = CuImage(str(path))  # the first open loads the slide plug-in (and its cuFile)
         _cucim_started = True
-    res = im.resolutions
-    levels = []
-    for (w, h), ds, tile in zip(
-        res["level_dimensions"], res["level_downsamples"], res["level_tile_sizes"], strict=True
-    ):
-        levels.append(Level((int(h), int(w)), float(ds), (int(tile[1]), int(tile[0]))))
-    md = im.metadata if isinstance(im.metadata, dict) else {}
-    mpp = None
-    try:
-        mpp = float(md.get("aperio", {}).get("MPP")) if md.get("aperio", {}).get("MPP") else None
-    except (TypeError, ValueError):
+        res = im.resolutions
+        levels = []
+        for (w, h), ds, tile in zip(
+            res["level_dimensions"], res["level_downsamples"], res["level_tile_sizes"], strict=True
+        ):
+            levels.append(Level((int(h), int(w)), float(ds), (int(tile[1]), int(tile[0]))))
+        md = im.metadata if isinstance(im.metadata, dict) else {}
         mpp = None
-    assoc = {n.lower(): n for n in im.associated_images if n.lower() in _ASSOCIATED}
-    return im, levels, mpp, assoc
+        try:
+            mpp = float(md.get("aperio", {}).get("MPP")) if md.get("aperio", {}).get("MPP") else None
+        except (TypeError, ValueError):
+            mpp = None
+        assoc = {n.lower(): n for n in im.associated_images if n.lower() in _ASSOCIATED}
+        return im, levels, mpp, assoc
+
+    def _read_inside(self, level, r, c, h, w):
+        ds = self.levels[level].downsample
+        # cuCIM takes (x, y) in level-0 coordinates and (w, h) in level pixels.
+        reg = self._h.read_region((round(c * ds), round(r * ds)), (w, h), level)
+        return np.asarray(reg)[..., :3]
+
+    def _associated(self, name):
+        return np.asarray(self._h.associated_image(self._assoc[name]))
 
 
-def _open_openslide(path: Path):
-    import openslide
+class OpenSlideReader(SlideReader):
+    """OpenSlide: every format it knows (libjpeg warnings are errors there too)."""
 
-    s = openslide.OpenSlide(str(path))
-    levels = [
-        Level((int(h), int(w)), float(ds))
-        for (w, h), ds in zip(s.level_dimensions, s.level_downsamples, strict=True)
-    ]
-    mpp = s.properties.get("openslide.mpp-x")
-    mpp = float(mpp) if mpp else None
-    assoc = {n.lower(): n for n in s.associated_images.keys() if n.lower() in _ASSOCIATED}
-    return s, levels, mpp, assoc
+    backend = "openslide"
+
+    @staticmethod
+    def open(path: Path):
+        import openslide
+
+        s = openslide.OpenSlide(str(path))
+        levels = [
+            Level((int(h), int(w)), float(ds))
+            for (w, h), ds in zip(s.level_dimensions, s.level_downsamples, strict=True)
+        ]
+        mpp = s.properties.get("openslide.mpp-x")
+        mpp = float(mpp) if mpp else None
+        assoc = {n.lower(): n for n in s.associated_images.keys() if n.lower() in _ASSOCIATED}
+        return s, levels, mpp, assoc
+
+    def _read_inside(self, level, r, c, h, w):
+        ds = self.levels[level].downsample
+        with self._lock:
+            im = self._h.read_region((round(c * ds), round(r * ds)), level, (w, h))
+        a = np.asarray(im)  # RGBA, transparent outside the slide
+        rgb = a[..., :3].copy()
+        rgb[a[..., 3] == 0] = 255
+        return rgb
+
+    def _associated(self, name):
+        with self._lock:
+            return np.asarray(self._h.associated_images[self._assoc[name]].convert("RGB"))
 
 
-def _open_tifffile(path: Path, assoc_pages=()):
-    import tifffile
-    import zarr
+class TiffFileReader(SlideReader):
+    """tifffile: pure Python + imagecodecs; tiles decoded one by one by the verifier (no zarr, no asyncio),
+    with a small cache of decoded tiles (``cache_bytes``)."""
 
-    tf = tifffile.TiffFile(path)
-    try:
-        series = tf.series[0]
-        arrs, levels = [], []
-        h0 = None
-        lvl_series = list(series.levels)
-        if len(lvl_series) == 1:  # Aperio-style: reduced levels are separate tiled pages
-            cand = [
-                p for p in tf.pages if p.is_tiled and p.shape[-1] in (3, 4) and p.index not in assoc_pages
-            ]
-            pages = cand if cand else [series.pages[0]]
-        else:
-            pages = [s.pages[0] for s in lvl_series]
+    backend = "tifffile"
+    cache_bytes = 64 << 20
+
+    @staticmethod
+    def open(path: Path, tiff: _TiffInfo):
+        if tiff.verifier is None:
+            raise ValueError("this TIFF flavour (NDPI) is read by OpenSlide, not by the tifffile reader")
+        pages = _pyramid_pages(tiff.tf, set(tiff.associated.values()))
+        levels = []
         for p in pages:
+            if p.dtype != np.uint8:
+                raise ValueError(f"page {p.index} has {p.dtype} pixels; only 8-bit RGB slides are supported")
             h, w = int(p.shape[0]), int(p.shape[1])
-            if h0 is None:
-                h0 = (h, w)
-            elif h >= levels[-1].shape[0]:
-                continue
-            store = p.aszarr()
-            arrs.append(zarr.open(store, mode="r"))
             t = (int(p.tilelength), int(p.tilewidth)) if p.is_tiled else None
-            levels.append(Level((h, w), h0[0] / h if h else 1.0, t))
-        handle = {"tf": tf, "levels": arrs}
-    except Exception:
-        tf.close()
-        raise
-    return handle, levels, None, {}
+            h0 = levels[0].shape[0] if levels else h
+            levels.append(Level((h, w), h0 / h if h else 1.0, t))
+        return [p.index for p in pages], levels, None, dict(tiff.associated)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._level_pages = list(self._h)  # the pages the levels were built from
+        self._cache: OrderedDict = OrderedDict()
+        self._cached = 0
+
+    def _segment(self, page: int, seg: int):
+        key = (page, seg)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        a, pos = self._verifier.decode(page, seg)
+        with self._lock:
+            self._cache[key] = (a, pos)
+            self._cached += a.nbytes
+            while self._cached > self.cache_bytes and len(self._cache) > 1:
+                _, (old, _) = self._cache.popitem(last=False)
+                self._cached -= old.nbytes
+        return a, pos
+
+    def _read_inside(self, level, r, c, h, w):
+        page = self._level_pages[level]
+        p = self._verifier.page(page)
+        spp = int(p.samplesperpixel)
+        planar = int(p.planarconfig) == 2 and spp > 1
+        out = np.empty((h, w, spp), np.uint8)
+        for seg in self._verifier.segments(page, r, c, r + h, c + w):
+            a, (plane, sr, sc) = self._segment(page, seg)
+            rr0, rr1 = max(r, sr), min(r + h, sr + a.shape[0])
+            cc0, cc1 = max(c, sc), min(c + w, sc + a.shape[1])
+            if rr1 <= rr0 or cc1 <= cc0:
+                continue
+            src = a[rr0 - sr : rr1 - sr, cc0 - sc : cc1 - sc]
+            if planar:
+                out[rr0 - r : rr1 - r, cc0 - c : cc1 - c, plane] = src[..., 0]
+            else:
+                out[rr0 - r : rr1 - r, cc0 - c : cc1 - c] = src
+        if spp < 3:
+            out = np.repeat(out[..., :1], 3, axis=2)
+        return out[..., :3]
+
+    def _associated(self, name):
+        with self._lock:
+            return self._tiff.tf.pages[self._assoc[name]].asarray()
+
+    def _close_handle(self, h) -> None:
+        self._cache.clear()
+
+
+_READERS = {"cucim": CuCIMReader, "openslide": OpenSlideReader, "tifffile": TiffFileReader}
 
 
 def open_slide(path, mpp: float | None = None, backend: str = "auto") -> SlideReader:
@@ -482,13 +625,15 @@ def open_slide(path, mpp: float | None = None, backend: str = "auto") -> SlideRe
     Returns
     -------
     SlideReader
+        A :class:`CuCIMReader`, :class:`OpenSlideReader` or :class:`TiffFileReader`.
 
     Raises
     ------
     FileNotFoundError
         The file does not exist.
     SlideReadError
-        Truncated, corrupt or unsupported file (the message names the file and each backend's reason).
+        Truncated, corrupt or unsupported file (the message names the file and each backend's reason);
+        later, from ``read_region``, a corrupt tile (naming the region and the tile).
 
     Examples
     --------
@@ -513,38 +658,40 @@ def open_slide(path, mpp: float | None = None, backend: str = "auto") -> SlideRe
         raise SlideReadError(f"{path}: cannot read file ({e})") from e
     if size == 0:
         raise SlideReadError(f"{path}: empty file")
-    meta = _tiff_inspect(path) if tiff else {"mpp": None, "mpp_source": None, "associated": {}}
+    info = _tiff_inspect(path, size) if tiff else None
     order = BACKENDS if backend == "auto" else (backend,)
     errors = []
-    for name in order:
-        if name == "tifffile" and not tiff:
-            errors.append("tifffile: not a TIFF file")
-            continue
-        try:
-            handle, levels, file_mpp, assoc = {
-                "cucim": _open_cucim,
-                "openslide": _open_openslide,
-                "tifffile": lambda p: _open_tifffile(p, set(meta["associated"].values())),
-            }[name](path)
-        except ImportError as e:
-            errors.append(f"{name}: not installed ({e})")
-            continue
-        except Exception as e:
-            errors.append(f"{name}: {type(e).__name__}: {e}")
-            continue
-        if not levels or min(levels[0].shape) <= 0:
-            errors.append(f"{name}: no image levels")
-            continue
-        if name == "tifffile" and meta["associated"]:
-            assoc = dict(meta["associated"])
-        src = None
-        if mpp is not None:
-            the_mpp, src = mpp, "override"
-        elif meta["mpp"] is not None:
-            the_mpp, src = meta["mpp"], meta["mpp_source"]
-        elif file_mpp is not None:
-            the_mpp, src = file_mpp, f"{name} metadata"
-        else:
-            the_mpp = None
-        return SlideReader(path, name, handle, levels, the_mpp, src, assoc)
+    try:
+        for name in order:
+            if name == "tifffile" and not tiff:
+                errors.append("tifffile: not a TIFF file")
+                continue
+            cls = _READERS[name]
+            try:
+                opened = cls.open(path, info) if name == "tifffile" else cls.open(path)
+                handle, levels, file_mpp, assoc = opened
+            except ImportError as e:
+                errors.append(f"{name}: not installed ({e})")
+                continue
+            except Exception as e:
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+                continue
+            if not levels or min(levels[0].shape) <= 0:
+                errors.append(f"{name}: no image levels")
+                continue
+            src = None
+            if mpp is not None:
+                the_mpp, src = mpp, "override"
+            elif info is not None and info.mpp is not None:
+                the_mpp, src = info.mpp, info.mpp_source
+            elif file_mpp is not None:
+                the_mpp, src = file_mpp, f"{name} metadata"
+            else:
+                the_mpp = None
+            reader = cls(path, handle, levels, the_mpp, src, assoc, info)
+            info = None  # owned by the reader now
+            return reader
+    finally:
+        if info is not None:
+            info.close()
     raise SlideReadError(f"{path}: unsupported or corrupt slide file; " + "; ".join(errors))

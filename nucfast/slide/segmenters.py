@@ -200,15 +200,15 @@ class ModelSegmenter:
     model : {"usenet", "attention"} or path to weights
     backend : {"auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt"}
         ``"auto"``/``"cpu"``/``"cuda"`` choose the device and let :func:`nucfast.engines.select_backend`
-        pick the engine there (TensorRT when an engine is cached, else torch, on a GPU; onnxruntime on the
-        CPU); the other three force that engine.
+        pick the engine there (TensorRT when an engine is cached, else torch, on a GPU; on the CPU torch in
+        bfloat16 when the model allows it and the CPU has AMX (``Model.bf16``), else onnxruntime); the other
+        three force that engine (``"torch"`` in float32).
     mpp : float, optional
         Working resolution (default the model's: 0.25 um/px, the 40x scale of the MoNuSeg training images).
     halo : int, optional
-        Context each side (working px; default the model's). USE-Net: 64, the largest nucleus plus the
-        post-processing's reach, as for the baseline; its output also depends on the whole input window
-        (squeeze-excitation), so tiled results agree closely, not exactly, with whole-image inference, and a
-        wider halo barely changes that (measured for 32-128 px, docs/SLIDE.md). Attention: 160 = largest
+        Context each side (working px; default the model's). USE-Net: 128 (frozen slide-level
+        squeeze-excitation gates and windows on its 32-px stride grid make it local: tiled and whole-image
+        nuclei agree to >= 99.7 %, docs/SLIDE.md). Attention: 160 = largest
         nucleus (44) + the network's receptive-field radius (83) + the post-processing's reach (~20, rounded
         up): the network is local, so every nucleus touching a core is computed exactly as in a whole-image
         run.
@@ -249,15 +249,17 @@ class ModelSegmenter:
         # probabilities do not depend on the tile; onnxruntime runs the export, TensorRT's engine cache is
         # keyed by it (one export per loaded model)
         self._se = getattr(self.model.net, "n_se_gates", 0) > 0
-        onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
         if backend in ("auto", "cpu", "cuda"):
             device = "cpu" if backend == "cpu" or not torch.cuda.is_available() else "cuda"
             if backend == "cuda" and device != "cuda":
                 raise RuntimeError("backend='cuda' requested but no CUDA device is available")
+            bf16 = device == "cpu" and self.model.bf16  # torch bf16 on the CPU: no ONNX export needed
+            onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
             self.engine = select_backend(
-                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads
+                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads, cpu_bf16=bf16
             )
         else:
+            onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
             self.engine = select_backend(backend, self.model.net, onnx=onnx, intra_op_threads=threads)
         self.context: models.Context | None = None  # slide-level statistics, set by fit()
         self.timing = {"normalize": 0.0, "infer": 0.0, "postprocess": 0.0}
