@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-import zarr
 from conftest import MONUSEG, monuseg_names
 
 from nucfast import segment_image
@@ -15,6 +14,7 @@ from nucfast._segment import _tissue_sample, load_model, postprocess_probs, pred
 from nucfast.metrics import aji
 from nucfast.postprocess import usenet_instances
 from nucfast.slide import segment_slide
+from nucfast.slide._labels import read_label_array
 from nucfast.slide.accuracy import detection_scores
 from nucfast.slide.segmenters import ModelSegmenter, get_segmenter
 from nucfast.slide.tissue import image_tissue_sample
@@ -39,7 +39,7 @@ def slide(image, tmp_path_factory):
 
 
 def _labels(res):
-    return np.asarray(zarr.open_group(str(res.paths["labels"]), mode="r")["0"][:]).astype(np.int64)
+    return np.asarray(read_label_array(res.paths["labels"])[:]).astype(np.int64)
 
 
 def _whole(state, rgb):

@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import zarr
 from conftest import MONUSEG, monuseg_names
 
 from nucfast import models, segment_image
 from nucfast.datasets import read_rgb
 from nucfast.slide import segment_slide
+from nucfast.slide._labels import read_label_array
 from nucfast.slide.accuracy import detection_scores
 
 VAL = sorted(models.load("usenet").meta.get("val_names", []))[:4]
@@ -44,7 +44,7 @@ def whole(mosaic):
 
 
 def _labels(res) -> np.ndarray:
-    return np.asarray(zarr.open_group(str(res.paths["labels"]), mode="r")["0"][:]).astype(np.int64)
+    return np.asarray(read_label_array(res.paths["labels"])[:]).astype(np.int64)
 
 
 @pytest.mark.parametrize("tile", [512, 1024, 2048])
