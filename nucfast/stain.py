@@ -26,6 +26,8 @@ import math
 import numpy as np
 import torch
 
+from ._reinhard import reinhard_params, reinhard_u8
+
 __all__ = [
     "rgb_to_lab",
     "lab_to_rgb",
@@ -188,8 +190,6 @@ class ReinhardNormalizer:
         float32 (3, H, W) in [0, 1], the kind of the input. Equal to ``transform(rgb / 255)`` in float64 to
         < 1e-4, 0.03 of a grey level (tested); 67 MP/s on one CPU thread, 7-21x the float32 torch path
         (benchmarks/bench_stain.py, 2026-12-02)."""
-        from ._reinhard import reinhard_params, reinhard_u8  # the native extension, loaded on first use
-
         if self.target_mean is None or self.source_mean is None:
             raise RuntimeError("ReinhardNormalizer.transform_u8 needs fit(target) and fit_source(...) first")
         dev = rgb.device if isinstance(rgb, torch.Tensor) else "cpu"

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -176,7 +178,6 @@ class RunDir:
         log.info("adopting %s: a nucfast run directory written before ownership markers", p)
 
     def _write_marker(self) -> None:
-        from .. import __version__
 
         doc = {"nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
         _atomic_write(self.path / MARKER, json.dumps(doc).encode())
