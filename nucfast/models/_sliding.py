@@ -41,14 +41,20 @@ def sliding_window(
     (:func:`pad_to_multiple`; the network's total stride) and cropped back. An image up to ``tile`` on both
     sides runs whole; a larger one runs in ``tile``-sized windows overlapping by ``overlap`` px each side,
     of which the centres are kept (windows at the image border are shifted inwards, never cut short).
+    ``tile >= 3 overlap``: each window keeps at least its central third, bounding the work.
     """
     if x.ndim != 3:
         raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
     tile, overlap, multiple = int(tile), int(overlap), int(multiple)
     if overlap < 0 or multiple < 1:
         raise ValueError(f"overlap must be >= 0 and multiple >= 1, got {overlap}, {multiple}")
-    if tile <= 2 * overlap:
-        raise ValueError(f"tile must be larger than twice the overlap ({2 * overlap} px), got tile={tile}")
+    if tile < 3 * overlap or tile < multiple:
+        # each window keeps its central (tile - 2 overlap) px: at least a third of its side, so the number
+        # of windows (and the work) stays within 9x that of non-overlapping windows
+        raise ValueError(
+            f"tile must be at least 3 x the overlap ({3 * overlap} px) and the network's multiple "
+            f"({multiple}), got tile={tile}"
+        )
     _, h, w = x.shape
 
     def run(z: torch.Tensor) -> torch.Tensor:

@@ -165,9 +165,7 @@ class RunDir:
         log.info("adopting %s: a nucfast run directory written before ownership markers", p)
 
     def _write_marker(self) -> None:
-        from .. import __version__
-
-        doc = {"nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
+        doc = {"nucfast_run_dir": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
         _atomic_write(self.path / MARKER, json.dumps(doc).encode())
 
     def _lock(self) -> None:

@@ -458,6 +458,60 @@ def _get(q: queue.Queue, stop: threading.Event):
 
 
 # -- stage 1: plan ----------------------------------------------------------------------------------
+#: Bounds on the work one call may ask for (checked before any tile is read; :func:`_check_work`).
+MAX_UPSAMPLE = 4.0  # working pixels per level-0 pixel (a slide coarser than that shows no nuclei)
+MAX_TILES = 1_000_000  # tiles in the grid (a 1-million-tile grid is a 1000^2-tile slide)
+MAX_READ_PIXELS = 1 << 28  # level pixels decoded for one tile (the resampling source)
+BYTES_PER_TILE_PIXEL = 64  # measured order of magnitude: RGB, float input, probabilities, labels, stains
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_work(reader: SlideReader, seg: Segmenter, grid: WorkingGrid, tile: int, halo: int,
+                workers: int, queue_size: int) -> None:  # fmt: skip
+    """Refuse, with numbers, the requests whose work or memory one argument would blow up: a working
+    resolution more than :data:`MAX_UPSAMPLE` x finer than level 0 (e.g. a wrong ``mpp=1000``), more
+    than :data:`MAX_TILES` tiles, one tile decoding more than :data:`MAX_READ_PIXELS` level pixels (e.g.
+    ``mpp=1e-6``: a tiny working grid read from a huge level), or tiles in flight needing more memory
+    than the machine has."""
+    mpp0, src = reader.mpp, reader.mpp_source or "metadata"
+    hint = f"check the slide's microns per pixel ({mpp0:g} from {src}; mpp=, CLI: --mpp)"
+    if grid.scale < 1.0 / MAX_UPSAMPLE:
+        raise ValueError(
+            f"{reader.path}: the slide's {mpp0:g} um/px is {1 / grid.scale:.3g}x coarser than the model's "
+            f"{seg.mpp:g} um/px working resolution; upsampling more than {MAX_UPSAMPLE:g}x shows no nuclei: "
+            + hint
+        )
+    H, W = grid.shape
+    n_tiles = -(-H // tile) * -(-W // tile)
+    if n_tiles > MAX_TILES:
+        raise ValueError(
+            f"{reader.path}: tile={tile} cuts the {W}x{H} working grid into {n_tiles:,} tiles (more than "
+            f"{MAX_TILES:,}); use a larger tile or {hint}"
+        )
+    side_h, side_w = min(tile + 2 * halo, H), min(tile + 2 * halo, W)
+    read_px = (side_h * grid.f + 5) * (side_w * grid.f + 5)
+    if read_px > MAX_READ_PIXELS:
+        raise ValueError(
+            f"{reader.path}: reading one {side_w}x{side_h} working tile would decode {read_px / 1e6:,.0f} MP "
+            f"of level {grid.level} ({grid.f:.3g} level px per working px; the slide has no pyramid level "
+            f"near the working resolution): use a smaller tile or {hint}"
+        )
+    in_flight = 2 * queue_size + workers + 1
+    need = in_flight * (tile + 2 * halo) ** 2 * BYTES_PER_TILE_PIXEL
+    mem = _physical_memory()
+    if mem is not None and need > 0.8 * mem:
+        raise ValueError(
+            f"tile={tile} with halo {halo}, {workers} workers and queue_size={queue_size} holds about "
+            f"{in_flight} tiles in flight, ~{need / 2**30:.1f} GiB, more than this machine's "
+            f"{mem / 2**30:.1f} GiB: use a smaller tile, fewer workers or a smaller queue_size"
+        )
+
 @dataclass
 class _Plan:
     """Everything decided before the first tile: resolution, tissue tiles, slide statistics, config."""
@@ -490,11 +544,12 @@ class _Plan:
 
 
 def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer: StageTimer, *,
-          tile: int, halo: int, tissue: bool) -> _Plan:  # fmt: skip
+          tile: int, halo: int, tissue: bool, workers: int, queue_size: int) -> _Plan:  # fmt: skip
     """Open (working grid), tissue (mask + tile grid), fit (slide-level statistics) and the run config."""
     with timer("open"):
         mpp0 = reader.require_mpp()
         grid = WorkingGrid(reader, float(seg.mpp) / mpp0)
+        _check_work(reader, seg, grid, tile, halo, workers, queue_size)
     with timer("tissue"):
         thumb, thumb_ds = reader.thumbnail(1024)
         mask = tissue_mask(thumb, downsample=thumb_ds, mpp=mpp0) if tissue else np.ones(thumb.shape[:2], bool)
@@ -798,7 +853,8 @@ def segment_slide(
     rundir = None
     try:
         rundir = RunDir(out_dir).open()  # owned and locked for the whole run
-        plan = _plan(path, out_dir, reader, seg, timer, tile=int(tile), halo=halo, tissue=tissue)
+        kw = dict(tile=int(tile), halo=halo, tissue=tissue, workers=int(workers), queue_size=int(queue_size))
+        plan = _plan(path, out_dir, reader, seg, timer, **kw)
         zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
         run = _Run(plan, timer, zarr0, workers=int(workers), queue_size=int(queue_size), progress=progress)
