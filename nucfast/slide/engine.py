@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engines import BackendUnavailableError
 from . import outputs as _out
 from ._rundir import RunDir, RunDirError, committed_tiles, lost_label_tiles, read_manifest
 from .reader import SlideReader, open_slide
@@ -494,7 +495,7 @@ def _check_work(reader: SlideReader, seg: Segmenter, grid: WorkingGrid, tile: in
             f"{reader.path}: tile={tile} cuts the {W}x{H} working grid into {n_tiles:,} tiles (more than "
             f"{MAX_TILES:,}); use a larger tile or {hint}"
         )
-    side_h, side_w = min(tile + 2 * halo, H), min(tile + 2 * halo, W)
+    side_h, side_w = min(tile + 2 * halo, H), min(tile + 2 * halo, W)  # a tile is clipped to the slide
     read_px = (side_h * grid.f + 5) * (side_w * grid.f + 5)
     if read_px > MAX_READ_PIXELS:
         raise ValueError(
@@ -503,7 +504,7 @@ def _check_work(reader: SlideReader, seg: Segmenter, grid: WorkingGrid, tile: in
             f"near the working resolution): use a smaller tile or {hint}"
         )
     in_flight = 2 * queue_size + workers + 1
-    need = in_flight * (tile + 2 * halo) ** 2 * BYTES_PER_TILE_PIXEL
+    need = in_flight * side_h * side_w * BYTES_PER_TILE_PIXEL
     mem = _physical_memory()
     if mem is not None and need > 0.8 * mem:
         raise ValueError(
@@ -833,7 +834,7 @@ def segment_slide(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("backend='cuda' requested but no CUDA device is available")
+        raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
     if int(tile) < 16:
         raise ValueError(f"tile must be >= 16 pixels, got {tile}")
     if int(workers) < 1 or int(queue_size) < 1:

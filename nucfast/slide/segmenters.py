@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import models
-from ..engines import cached_onnx, select_backend
+from ..engines import BackendUnavailableError, cached_onnx, select_backend
 from ..postprocess import attention_instances
 
 __all__ = [
@@ -249,7 +249,7 @@ class ModelSegmenter:
         if backend in ("auto", "cpu", "cuda"):
             device = "cpu" if backend == "cpu" or not torch.cuda.is_available() else "cuda"
             if backend == "cuda" and device != "cuda":
-                raise RuntimeError("backend='cuda' requested but no CUDA device is available")
+                raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
             self.engine = select_backend(
                 "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads
             )
