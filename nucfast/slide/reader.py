@@ -155,6 +155,12 @@ def _pyramid_pages(tf, assoc_pages) -> list:
     """The tiled RGB(A) pages of the pyramid, finest first (Aperio-style separate pages, or the levels of
     tifffile's first series)."""
     series = tf.series[0]
+    first = series.pages[0]
+    if len(first.shape) != 3 or first.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"the full-resolution page {first.index} has shape {tuple(first.shape)} "
+            f"({first.samplesperpixel} samples per pixel): not an RGB slide"
+        )
     lvl_series = list(series.levels)
     if len(lvl_series) == 1:  # Aperio-style: reduced levels are separate tiled pages
         cand = [p for p in tf.pages if p.is_tiled and p.shape[-1] in (3, 4) and p.index not in assoc_pages]
