@@ -57,7 +57,15 @@ import numpy as np
 
 from ..engines import BackendUnavailableError
 from . import outputs as _out
-from ._rundir import RunDir, RunDirError, committed_tiles, lost_label_tiles, read_manifest
+from ._rundir import (
+    RunDir,
+    RunDirError,
+    committed_tiles,
+    damaged_label_chunks,
+    lost_label_tiles,
+    nucleus_boxes,
+    read_manifest,
+)
 from .reader import SlideReader, open_slide
 from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter, hed_optical_density
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
@@ -599,11 +607,32 @@ def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
         tiles_dir.mkdir(exist_ok=True)
         zarr0 = _open_label_zarr(zpath, plan.grid.shape, tile)
         done = committed_tiles(tiles_dir, [t.index for t in plan.tiles], _schema(True), _ID_BITS)
-        for i in lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale):
-            log.warning("%s: tile %d's nuclei are missing from %s: the tile is recomputed", out_dir, i, zpath)
-            (tiles_dir / f"{i:06d}.parquet").unlink()
-            del done[i]
+        if done:
+            _repair_labels(plan, zarr0, done)
     return zarr0, done
+
+
+def _repair_labels(plan: _Plan, zarr0, done: dict) -> None:
+    """Uncommit (recompute and repaint) the committed tiles whose labels are damaged: those that painted
+    into a missing or undecodable chunk, and those whose nuclei read back as background."""
+    tiles_dir, zpath = plan.tiles_dir, plan.labels
+    scale = plan.grid.scale
+    boxes = nucleus_boxes(tiles_dir, done, scale)
+    chunks = damaged_label_chunks(zarr0, zpath / "0", [b for bs in boxes.values() for b in bs])
+    ch, cw = zarr0.chunks
+    by_index = {t.index: t for t in plan.tiles}
+    redo = set()
+    for i in done:  # a tile paints inside its core + halo
+        t, h = by_index[i], plan.halo
+        rows = range(max(t.row - h, 0) // ch, (t.row + t.height + h - 1) // ch + 1)
+        cols = range(max(t.col - h, 0) // cw, (t.col + t.width + h - 1) // cw + 1)
+        if any((r, c) in chunks for r in rows for c in cols):
+            redo.add(i)
+    redo |= lost_label_tiles(zarr0, tiles_dir, set(done) - redo, scale)
+    for i in sorted(redo):
+        log.warning("%s: tile %d's labels in %s are damaged: the tile is recomputed", plan.out_dir, i, zpath)
+        (tiles_dir / f"{i:06d}.parquet").unlink()
+        del done[i]
 
 
 # -- stages 2-5: read, segment, measure, write (threads with bounded queues) --------------------------
@@ -909,5 +938,11 @@ def _open_label_zarr(zpath: Path, shape, chunk: int):
                 f"{zpath}: existing label array has shape {a.shape} ({a.dtype}), expected {shape} (uint64); "
                 "pass resume=False (CLI: --no-resume) to start this run afresh"
             )
-        return a
-    return g.create_array("0", shape=tuple(shape), chunks=(ch, ch), dtype="uint64", fill_value=0)
+        return a.with_config(_LABEL_CONFIG)
+    a = g.create_array("0", shape=tuple(shape), chunks=(ch, ch), dtype="uint64", fill_value=0)
+    return a.with_config(_LABEL_CONFIG)
+
+
+#: Every chunk a tile paints is written, zero or not, so that a resume can tell a deleted chunk from one
+#: that never held a nucleus (:func:`nucfast.slide._rundir.damaged_label_chunks`).
+_LABEL_CONFIG = {"write_empty_chunks": True}
