@@ -57,14 +57,23 @@ def as_tensor(
     ndim: int | Iterable[int] | None = None,
     dtypes: Iterable[torch.dtype] | None = None,
     finite: bool = False,
+    differentiable: bool = False,
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
     """Validate ``x`` and return it as a tensor plus a function mapping results back to x's kind.
 
-    Raises TypeError/ValueError naming ``name`` for wrong types, ndim, dtype, or non-finite values.
+    Raises TypeError/ValueError naming ``name`` for wrong types, ndim, dtype, or non-finite values, and
+    RuntimeError for a tensor that requires grad (with grad mode on) when the op has no autograd formula
+    (``differentiable=False``, every op but ``percentile_sigmoid``): without it the output would carry a
+    ``grad_fn`` whose backward silently leaves ``x.grad`` at None.
     numpy inputs are wrapped without a copy where possible (bool stays bool).
     """
     if isinstance(x, torch.Tensor):
         t = x
+        if not differentiable and t.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(
+                f"{name} requires grad, but this nucfast op has no gradient (backward would silently give "
+                f"{name}.grad = None); pass {name}.detach() or call it under torch.no_grad()"
+            )
 
         def back(out):
             return out
@@ -73,7 +82,7 @@ def as_tensor(
         if x.dtype.byteorder not in ("=", "|") and x.dtype.byteorder != ("<" if np.little_endian else ">"):
             x = x.astype(x.dtype.newbyteorder("="))
         if any(s < 0 for s in x.strides):  # torch.from_numpy rejects negative strides (x[::-1])
-            x = np.ascontiguousarray(x)
+            x = x.copy()  # (not ascontiguousarray: it keeps a negative stride on a size-1 axis)
         try:
             t = torch.from_numpy(x)
         except TypeError as e:

@@ -108,11 +108,13 @@ def _remove_small(t: torch.Tensor, threshold, connectivity: int, emulated: bool)
             raise ValueError("ar: negative labels are not supported (relabel with nucfast.label first)")
     if ccs.numel() == 0:
         return t.clone()
+    if int(ccs.max()) > max(ccs.numel(), 1 << 16):  # huge label values: count on compacted ids
+        ccs = torch.unique(ccs, return_inverse=True)[1]  # (as region_stats; bincount would be O(max label))
     sizes = torch.bincount(ccs.reshape(-1))
     too_small = sizes <= threshold
     drop = too_small[ccs]
     if t.dtype in (torch.uint16, torch.uint32):  # few kernels for these dtypes
-        return ccs.masked_fill(drop, 0).to(t.dtype)
+        return t.long().masked_fill(drop, 0).to(t.dtype)
     return t.masked_fill(drop, 0)
 
 

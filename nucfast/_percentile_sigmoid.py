@@ -159,7 +159,7 @@ def percentile_sigmoid(logits, *, p: float = 0.07, r: float = 20.0, tau=None):
     >>> float(tau)  # sorted descending: 9, 8, 7, ... rank floor(0.2 * 10) = 2
     7.0
     """
-    t, back = as_tensor(logits, "logits", dtypes=_DTYPES)
+    t, back = as_tensor(logits, "logits", dtypes=_DTYPES, differentiable=True)
     if t.dim() < 1 or t.shape[0] == 0:
         raise ValueError(
             f"logits must have a leading batch dimension of at least one image, got shape {tuple(t.shape)}"

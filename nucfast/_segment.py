@@ -23,21 +23,69 @@ def load_model(model="usenet", *, device=None) -> Model:
     return models.load(model, device=device)
 
 
+#: The smallest image side segment_image accepts (every entry point copes with 1 px: padded windows).
+MIN_SIDE = 1
+#: The largest image segment_image accepts, in pixels (about 3 GB of float32 input alone): larger
+#: images are slides, for :func:`nucfast.segment_slide`.
+MAX_PIXELS = 1 << 28
+#: Fewer non-glass pixels than this (:func:`nucfast.models.tissue_pixels`) and the stain normalisation is
+#: skipped (nothing to estimate it from; such an image holds no nucleus, ~6 um^2 at 0.25 um/px).
+MIN_TISSUE_PIXELS = 100
+
+
 def _as_rgb01(rgb) -> tuple[torch.Tensor, bool, torch.device]:
+    """The image as float (3, H, W) in [0, 1]: uint8 (H, W, 3|4) or float (3, H, W) already in [0, 1].
+
+    Nothing is guessed: a float image outside [0, 1] (e.g. 0-255 values), a channels-last float image, a
+    channels-first uint8 image, an ambiguous (3, W, 3) float image, other dtypes and images smaller than
+    ``MIN_SIDE`` or larger than ``MAX_PIXELS`` raise errors saying what was given and what to pass."""
     is_np = isinstance(rgb, np.ndarray)
     if not (is_np or isinstance(rgb, torch.Tensor)):
         raise TypeError(f"rgb must be a numpy array or a torch tensor, got {type(rgb).__name__}")
-    t = torch.from_numpy(np.array(rgb, copy=True)) if is_np else rgb
+    shape = tuple(rgb.shape)
+    dt = str(rgb.dtype).replace("torch.", "")
+    expect = "uint8 (H, W, 3) or float (3, H, W) in [0, 1]"
+    if len(shape) != 3:
+        raise ValueError(f"rgb must be {expect}, got shape {shape}")
+    is_u8 = dt == "uint8"
+    is_float = dt in ("float16", "bfloat16", "float32", "float64")
+    if is_u8:
+        if shape[-1] not in (3, 4):
+            hint = " (channels first: use rgb.transpose(1, 2, 0))" if shape[0] in (3, 4) else ""
+            raise ValueError(f"uint8 rgb must be (H, W, 3) or (H, W, 4), got shape {shape}{hint}")
+        h, w = shape[0], shape[1]
+    elif is_float:
+        if shape[0] == 3 and shape[-1] == 3:
+            raise ValueError(
+                f"float rgb of shape {shape} is ambiguous (channels first or last?): pass uint8 (H, W, 3), "
+                "or a float (3, H, W) image wider than 3 px"
+            )
+        if shape[0] != 3:
+            hint = " (channels last: use .transpose(2, 0, 1) / .permute(2, 0, 1))" if shape[-1] == 3 else ""
+            raise ValueError(f"float rgb must be (3, H, W) in [0, 1], got shape {shape}{hint}")
+        h, w = shape[1], shape[2]
+    else:
+        raise TypeError(f"rgb must be {expect}, got dtype {dt}")
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"rgb is an empty {h}x{w} image")
+    if h * w > MAX_PIXELS:
+        raise ValueError(
+            f"rgb is {h}x{w} = {h * w / 1e6:.0f} MP, more than segment_image's {MAX_PIXELS / 1e6:.0f} MP; "
+            "write it as a tiled TIFF and use nucfast.segment_slide (bounded memory)"
+        )
+    t = torch.from_numpy(np.array(rgb, copy=True)) if is_np else rgb.detach()
     dev = t.device
-    if t.ndim == 3 and t.shape[-1] in (3, 4) and t.dtype == torch.uint8:
+    if is_u8:
         return t[..., :3].permute(2, 0, 1).float() / 255.0, is_np, dev
-    if t.ndim == 3 and t.shape[0] == 3 and t.is_floating_point():
-        if not torch.isfinite(t).all():
-            raise ValueError("rgb contains NaN or infinite values")
-        return t.float().clamp(0, 1), is_np, dev
-    raise ValueError(
-        f"rgb must be uint8 (H, W, 3) or float (3, H, W) in [0, 1], got {tuple(t.shape)} {t.dtype}"
-    )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("rgb contains NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(
+            f"float rgb must be in [0, 1], got values in [{lo:g}, {hi:g}]"
+            + (" (a 0-255 image: divide by 255 or pass uint8 (H, W, 3))" if hi > 1 else "")
+        )
+    return t.float(), is_np, dev
 
 
 def _tissue_sample(rgb: np.ndarray, mpp: float) -> list[np.ndarray]:
@@ -96,19 +144,23 @@ def segment_image(
     Parameters
     ----------
     rgb : uint8 array/tensor (H, W, 3) or float tensor (3, H, W) in [0, 1]
-        The image; a CUDA tensor runs the network on that device.
+        The image, not empty and at most ``MAX_PIXELS`` (2^28) px; a CUDA
+        tensor runs the network on that device. Nothing is guessed: float values outside [0, 1], other
+        layouts and dtypes raise errors.
     model : a segmentation model name (``"usenet"``, ``"attention"``, ``"baseline"``, ...:
         :func:`nucfast.models.names`), a ``.safetensors`` file, or a :class:`nucfast.models.Model`
     tta : average the network output over the 8 flips/rotations (each mapped back)
     normalize : apply the model's stain normalisation (Reinhard to the target statistics stored with the
         weights; source statistics from the image's tissue sample, the rule ``segment_slide`` uses, so both
-        entry points see the same colours; USE-Net's squeeze-excitation gates come from the same sample)
+        entry points see the same colours; USE-Net's squeeze-excitation gates come from the same sample).
+        Skipped for an image with fewer than ``MIN_TISSUE_PIXELS`` non-glass pixels (all glass).
     return_table : also return the per-nucleus table (``skimage.measure.regionprops_table`` columns)
     return_probs : also return the network probabilities (numpy, (C, H, W))
     postprocess : callable replacing the model's post-processing (:func:`postprocess_probs`); USE-Net:
         ``f(p_mask, p_marker)``, attention: ``f(binary)``; both return int labels
     device : run the network here (default: the tensor's device, else CPU)
-    tile : images larger than this on a side run in overlapping tiles
+    tile : images larger than this on a side run in overlapping tiles (at least 3x the model's overlap:
+        USE-Net 384, attention 288)
 
     Returns
     -------
@@ -122,6 +174,8 @@ def segment_image(
     >>> labels, table = nucfast.segment_image(rgb, tta=True, return_table=True)  # doctest: +SKIP
     """
     x, is_np, in_dev = _as_rgb01(rgb)
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer):
+        raise TypeError(f"tile must be an integer number of pixels, got {tile!r}")
     m = models.load(model)
     if m.task != "segmentation":
         raise ValueError(f"model {m.name!r} is a {m.task} model, not a segmentation model")
@@ -134,7 +188,9 @@ def segment_image(
         dev = torch.device(device) if device is not None else (in_dev if in_dev.type != "cpu" else m.device)
         m.to(dev)
         u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        ctx = m.fit_context(_tissue_sample(u8, m.mpp), normalize=normalize)
+        # an image with (almost) no tissue has no stain statistics to normalise from: run it as is
+        has_tissue = int(models.tissue_pixels(u8).sum()) >= MIN_TISSUE_PIXELS
+        ctx = m.fit_context(_tissue_sample(u8, m.mpp), normalize=normalize and has_tissue)
         if getattr(rgb, "dtype", None) in (np.uint8, torch.uint8):  # the slide engine's fused op
             x = ctx.normalize_u8(torch.as_tensor(u8).to(dev))
         else:

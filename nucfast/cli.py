@@ -14,16 +14,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, models
-from .engines import add_engine_subparsers
-from .slide import DiskFullError, MissingMPPError, SlideReadError, segment_slide
+from .engines import BackendUnavailableError, add_engine_subparsers
+from .slide import MissingMPPError, segment_slide
 from .slide._labels import read_label_array
 from .slide.accuracy import aji, detection_scores
 from .slide.engine import _DEFAULT_OUTPUTS, BACKENDS, OUTPUTS
 from .synthetic import write_synthetic_slide
 
-__all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMAND_REGISTRARS"]
+__all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMAND_REGISTRARS", "CLIError"]
 
 SUBCOMMAND_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+class CLIError(Exception):
+    """A command-line problem the user can fix (printed as one ``nucfast: error: ...`` line)."""
+
+
+#: What a user can cause and fix: printed as one ``nucfast: error: ...`` line with exit code 1. Anything
+#: else is a bug and keeps its traceback. OSError covers unreadable slides (SlideReadError), missing files,
+#: full disks (DiskFullError), unusable output directories (RunDirError, RunDirBusy) and permissions.
+EXPECTED_ERRORS = (OSError, ValueError, MissingMPPError, BackendUnavailableError, CLIError)
 
 
 def _register_train_evaluate(sub) -> None:
@@ -153,11 +163,17 @@ def _cmd_segment(args) -> int:
     slides = [Path(s) for s in args.slides]
     outs = [out] if len(slides) == 1 and not args.subdirs else [out / s.stem for s in slides]
     if args.scheduler:
-        from distributed import Client
+        try:
+            from distributed import Client
 
-        from .slide.distributed import segment_slides  # optional heavy dependency (dask.distributed)
-
-        with Client(args.scheduler) as client:
+            from .slide.distributed import segment_slides  # optional heavy dependency (dask.distributed)
+        except ImportError as e:
+            raise CLIError(f"--scheduler needs dask.distributed (nucfast[distributed]): {e}") from e
+        try:
+            client = Client(args.scheduler, timeout="20s")
+        except (OSError, ValueError, TypeError) as e:  # TimeoutError is an OSError; bad addresses ValueError
+            raise CLIError(f"cannot reach the Dask scheduler at {args.scheduler!r}: {e}") from e
+        with client:
             results = segment_slides(slides, outs, client=client, **kw)
         for r in results:
             print(_summary(r))
@@ -307,8 +323,8 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, SlideReadError, MissingMPPError, DiskFullError, ValueError) as e:
-        print(f"nucfast: error: {e}", file=sys.stderr)
+    except EXPECTED_ERRORS as e:
+        print(f"nucfast: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -21,6 +21,7 @@ from ._backends import (
     validate_onnx,
 )
 from ._cli import add_engine_subparsers, build_engine_main, main
+from ._errors import BackendUnavailableError
 from ._onnx import DEFAULT_OPSET, MODELS, cached_onnx, export_onnx, load_model, onnx_sha256
 from ._tensorrt import (
     APIS,
@@ -40,6 +41,7 @@ from ._tensorrt import (
 )
 
 __all__ = [
+    "BackendUnavailableError",
     "add_engine_subparsers",
     "build_engine_main",
     "main",

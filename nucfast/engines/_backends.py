@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._errors import BackendUnavailableError
 from ._onnx import InferenceWrapper, export_onnx
 from ._tensorrt import find_cached_engine, import_tensorrt, read_engine_metadata
 
@@ -95,7 +96,7 @@ class TorchBackend(Backend):
                  output: str = "probabilities"):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device: CUDA requested but no CUDA device is available")
+            raise BackendUnavailableError("device: CUDA requested but no CUDA device is available")
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
         self.half = self.device.type == "cuda" if half is None else bool(half)
@@ -180,8 +181,10 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine: str | os.PathLike | bytes, *, api: str = "auto"):
         if not torch.cuda.is_available():
-            raise RuntimeError("TensorRTBackend needs a CUDA GPU; none is available (use backend='auto' to "
-                               "fall back to torch or onnxruntime)")
+            raise BackendUnavailableError(
+                "TensorRTBackend needs a CUDA GPU; none is available (use backend='auto' to fall back to "
+                "torch or onnxruntime)"
+            )
         if isinstance(engine, bytes | bytearray):
             blob = bytes(engine)
         else:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._errors import BackendUnavailableError
 from ._onnx import INPUT_NAME, onnx_sha256
 
 __all__ = [
@@ -576,8 +577,10 @@ def build_engine(
         raise ValueError("compute_capabilities is a TensorRT-RTX option; classic TensorRT builds for the GPU "
                          "it runs on")
     if api_name == "tensorrt" and not torch.cuda.is_available():
-        raise RuntimeError("the classic TensorRT builder needs a CUDA GPU and none is available; build with "
-                           "TensorRT-RTX instead (api='tensorrt_rtx'), which needs no GPU")
+        raise BackendUnavailableError(
+            "the classic TensorRT builder needs a CUDA GPU and none is available; build with TensorRT-RTX "
+            "instead (api='tensorrt_rtx'), which needs no GPU"
+        )
     version = trt.__version__
     arch = gpu_arch(api_name, compute_capabilities)
     tiles = None

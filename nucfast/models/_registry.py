@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..stain import ReinhardNormalizer, rgb_to_lab
-from ._weights import file_sha256, load_weights
+from ._weights import file_sha256, load_weights, read_metadata, tensor_shapes
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -163,9 +163,27 @@ def spec(name: str, task: str | None = None) -> ModelSpec:
     return s
 
 
-def build_network(kind: str, config: dict | None = None) -> nn.Module:
+def _shape_mismatch(expected: dict, got: dict) -> str | None:
+    """What differs between a network's state-dict shapes and a file's tensor shapes (None: they fit)."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != tuple(got[k]))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing from the file (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected tensors (e.g. {extra[0]})")
+    if wrong:
+        k = wrong[0]
+        eg = f"{k}: {tuple(got[k])} in the file, the configuration needs {tuple(expected[k])}"
+        parts.append(f"{len(wrong)} of other shapes (e.g. {eg})")
+    return "; ".join(parts) or None
+
+
+def build_network(kind: str, config: dict | None = None, *, shapes: dict | None = None) -> nn.Module:
     """An untrained network of ``kind`` from ``config``, refused before any allocation when it would have
-    more than :data:`MAX_PARAMETERS` parameters."""
+    more than :data:`MAX_PARAMETERS` parameters or, given the tensor ``shapes`` of a weights file, when
+    its state dict would not fit them (a file whose metadata asks for other widths fails at once)."""
     k = _KINDS.get(kind)
     if k is None:
         raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(sorted(_KINDS))})")
@@ -174,13 +192,18 @@ def build_network(kind: str, config: dict | None = None) -> nn.Module:
     config = dict(config or {})
     try:
         with torch.device("meta"):
-            n = sum(p.numel() for p in k.build(config).parameters())
+            meta_net = k.build(config)
+            n = sum(p.numel() for p in meta_net.parameters())
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"invalid {kind} configuration {config}: {e}") from e
     if n > MAX_PARAMETERS:
         raise ValueError(
             f"{kind} configuration {config} has {n:,} parameters (more than {MAX_PARAMETERS:,}): refused"
         )
+    if shapes is not None:
+        why = _shape_mismatch({n_: tuple(v.shape) for n_, v in meta_net.state_dict().items()}, shapes)
+        if why:
+            raise ValueError(f"the weights do not fit their {kind} configuration {config}: {why}")
     return k.build(config)
 
 
@@ -349,9 +372,11 @@ def _from_file(path: Path, name: str | None) -> Model:
             f"model: weights must be a .safetensors file (no pickles are loaded), got {path.name}"
         )
     try:
-        sd, meta = load_weights(path)
+        shapes, meta = tensor_shapes(path), read_metadata(path)
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"model: cannot read weights file {path}: {e}") from e
+        raise ValueError(f"model: cannot read weights file {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"model: weights file {path} has metadata that is not a JSON object")
     kind = meta.get("kind", "usenet")
     if kind not in _KINDS:
         raise ValueError(f"model: unknown model kind {kind!r} in {path} (known: {', '.join(sorted(_KINDS))})")
@@ -360,7 +385,16 @@ def _from_file(path: Path, name: str | None) -> Model:
         config = {"arch": meta["arch"]}
     if config is None and kind != "attention":
         raise ValueError(f"model: weights file {path} has no usable 'kind'/'config'/'arch' metadata")
-    net = build_network(kind, config or {})
+    if not isinstance(config or {}, dict):
+        raise ValueError(f"model: weights file {path} has a 'config' that is not a JSON object")
+    try:
+        net = build_network(kind, config or {}, shapes=shapes)  # checked on the meta device first
+    except ValueError as e:
+        raise ValueError(f"model: weights file {path}: {e}") from e
+    try:
+        sd, _ = load_weights(path)
+    except Exception as e:
+        raise ValueError(f"model: cannot read weights file {path}: {type(e).__name__}: {e}") from e
     try:
         net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()})
     except RuntimeError as e:

@@ -44,6 +44,7 @@ def sliding_window(
     of ``multiple``: a strided network is translation-equivariant only by multiples of its stride, so this
     is what makes the result equal the slide engine's, whose tiles start there too (the last window is
     shorter rather than shifted inwards off the grid).
+    ``tile >= 3 overlap``: each window keeps at least its central third, bounding the work.
     """
     if x.ndim != 3:
         raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
@@ -52,10 +53,12 @@ def sliding_window(
         raise ValueError(f"overlap must be >= 0 and multiple >= 1, got {overlap}, {multiple}")
     # kept rows [r0, r0 + step) of the window [r0 - overlap floored to the grid, + tile)
     step = (tile - 2 * overlap - (multiple - 1)) // multiple * multiple
-    if step <= 0:
+    if tile < 3 * overlap or step <= 0:
+        # each window keeps its central (tile - 2 overlap) px: at least a third of its side, so the number
+        # of windows (and the work) stays within 9x that of non-overlapping windows
         raise ValueError(
-            f"tile must exceed twice the overlap plus the stride ({2 * overlap + multiple} px), "
-            f"got tile={tile}"
+            f"tile must be at least 3 x the overlap ({3 * overlap} px) and exceed twice the overlap plus the "
+            f"stride ({2 * overlap + multiple} px), got tile={tile}"
         )
     _, h, w = x.shape
 

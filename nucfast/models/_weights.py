@@ -28,6 +28,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_metadata",
+    "tensor_shapes",
     "export_weights",
     "file_sha256",
 ]
@@ -83,6 +84,16 @@ def read_metadata(path) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as f:
         md = f.metadata() or {}
     return json.loads(md.get("nucfast", "{}"))
+
+
+def tensor_shapes(path) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors in a safetensors file, read from its header (no tensor is loaded), with the
+    ``model.`` prefix of checkpoints stripped (as :func:`load_weights`)."""
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    if any(k.startswith("model.") for k in shapes):
+        shapes = {k[6:]: v for k, v in shapes.items() if k.startswith("model.")}
+    return shapes
 
 
 def load_checkpoint(path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:

@@ -50,6 +50,7 @@ _MAX_IFDS = 100_000
 _JPEG = 7
 _JPEG2000 = (33003, 33004, 33005, 34712)
 _NDPI_TAG = 65420  # Hamamatsu NDPI FileFormat
+_BYTE_CODECS = (5, 8, 32946, 34925, 50000)  # LZW, deflate (x2), LZMA, zstd: byte streams, not images
 
 
 class SlideReadError(OSError):
@@ -339,11 +340,11 @@ class SegmentVerifier:
         return out
 
     @staticmethod
-    def _nbytes(p, seg: int) -> int:
+    def _nbytes(p, seg: int, full: bool = False) -> int:
         nr, nc, sh, sw, planes = _segment_grid(p)
-        spp = 1 if planes > 1 else int(p.samplesperpixel)
+        spp = 1 if int(p.planarconfig) == 2 else int(p.samplesperpixel)
         rows = sh
-        if not p.is_tiled:
+        if not p.is_tiled and not full:
             r = seg % (nr * nc)
             rows = min(sh, int(p.imagelength) - r * sh)
         return rows * sw * spp * int(p.bitspersample) // 8
@@ -368,10 +369,25 @@ class SegmentVerifier:
         eh, ew = self._expected_shape(p, seg)
         if (h, w) != (eh, ew) and not (not p.is_tiled and h >= eh and w == ew):
             raise CorruptSegment(f"JPEG frame is {h}x{w}, the {eh}x{ew} segment needs")
+        ncomp = {"Gray": 1, "CMYK": 4, "YCCK": 4}.get(cs, 3)
+        spp = 1 if int(p.planarconfig) == 2 else int(p.samplesperpixel)
+        if ncomp != spp:
+            raise CorruptSegment(f"JPEG frame has {ncomp} components, the page declares {spp} samples/pixel")
         cs_out = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}.get(cs, "RGB")
         self._sj.decode_jpeg(stream, colorspace=cs_out, strict=True)  # libjpeg warnings are errors
 
     def _decode(self, p, seg: int, data: bytes):
+        comp = int(p.compression)
+        if comp in _BYTE_CODECS:  # lossless byte streams must decompress to exactly the segment's bytes
+            from tifffile import TIFF
+
+            raw = TIFF.DECOMPRESSORS[comp](data)
+            need = self._nbytes(p, seg)
+            full = self._nbytes(p, seg, full=True)
+            if len(raw) not in (need, full):
+                raise CorruptSegment(
+                    f"decompresses to {len(raw)} bytes; the segment's geometry and samples need {need}"
+                )
         a, idx, shape = p.decode(data, seg, jpegtables=p.jpegtables)
         if a is None:
             raise CorruptSegment("empty segment")

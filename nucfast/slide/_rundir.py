@@ -16,9 +16,10 @@ own files only, and checked before a resume trusts what it holds.
 - **Resume checks.** :func:`read_manifest` (JSON object with a ``config`` object and a ``tiles`` list
   of ints, else refused), :func:`committed_prefix` (each committed tile table must read back completely
   with the expected columns, its tile's nuclei and the running ids; ids are assigned in tile order, so
-  from the first damaged or missing table on every tile is deleted and recomputed: repair) and
-  :func:`lost_label_tiles` (committed nuclei whose pixels are gone from the label image, e.g. a deleted
-  chunk: from the first such tile on, tiles are recomputed and repainted).
+  from the first damaged or missing table on every tile is deleted and recomputed: repair),
+  :func:`damaged_label_chunks` (label chunks that a committed nucleus needs but that are missing, or that
+  no longer decode: deleted) and :func:`lost_label_tiles` (committed nuclei whose pixels read back as
+  background): from the first tile that painted there on, tiles are recomputed and repainted.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ __all__ = [
     "read_manifest",
     "committed_prefix",
     "lost_label_tiles",
+    "damaged_label_chunks",
+    "nucleus_boxes",
     "MARKER",
     "OWNED",
 ]
@@ -179,7 +182,8 @@ class RunDir:
 
     def _write_marker(self) -> None:
 
-        doc = {"nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
+        doc = {"nucfast_run_dir": 1, "nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "pid": os.getpid()}  # fmt: skip
         _atomic_write(self.path / MARKER, json.dumps(doc).encode())
 
     def _lock(self) -> None:
@@ -360,3 +364,58 @@ def lost_label_tiles(labels, tiles_dir: Path, committed, scale: float) -> set[in
         if (ok & (got.astype(np.int64) == 0)).any():
             lost.add(i)
     return lost
+
+
+def damaged_label_chunks(labels, array_dir: Path, boxes) -> set[tuple[int, int]]:
+    """Chunks of the working-resolution label array that must be repainted: those overlapping one of
+    ``boxes`` (``(r0, c0, r1, c1)`` working-pixel boxes inside committed nuclei) whose file is missing,
+    and those whose file no longer decodes (deleted here: the file is nucfast's, its labels are repainted).
+
+    Relies on the engine writing every chunk it paints, zero or not (``write_empty_chunks``), so a missing
+    chunk under a committed nucleus means lost labels. ``labels`` is a zarr array stored under
+    ``array_dir`` (local file store, zarr v3 chunk keys)."""
+    ch, cw = labels.chunks
+    H, W = labels.shape
+    enc = labels.metadata.chunk_key_encoding
+    array_dir = Path(array_dir)
+    bad: set[tuple[int, int]] = set()
+    needed: set[tuple[int, int]] = set()
+    for r0, c0, r1, c1 in boxes:
+        r0, c0 = max(int(r0), 0), max(int(c0), 0)
+        r1, c1 = min(int(r1), H), min(int(c1), W)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        for i in range(r0 // ch, (r1 - 1) // ch + 1):
+            for j in range(c0 // cw, (c1 - 1) // cw + 1):
+                needed.add((i, j))
+    for i in range(-(-H // ch)):
+        for j in range(-(-W // cw)):
+            f = array_dir / enc.encode_chunk_key((i, j))
+            if not f.exists():
+                if (i, j) in needed:
+                    bad.add((i, j))
+                continue
+            try:
+                labels[i * ch : (i + 1) * ch, j * cw : (j + 1) * cw]
+            except Exception as e:  # the codec's error (zstd, blosc, ...): the chunk is damaged
+                why = f"{type(e).__name__}: {e}"
+                log.warning("%s: damaged label chunk (%s): deleted, its tiles are repainted", f, why)
+                f.unlink()
+                bad.add((i, j))
+    return bad
+
+
+def nucleus_boxes(tiles_dir: Path, committed, scale: float) -> dict[int, list[tuple[int, int, int, int]]]:
+    """Per committed tile, its nuclei's bounding boxes in working pixels, shrunk to whole pixels surely
+    inside each box (table bboxes are level-0 pixels: working bbox x ``scale``)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    cols = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
+    for i in committed:
+        t = pq.read_table(Path(tiles_dir) / f"{i:06d}.parquet", columns=cols)
+        b = np.stack([t.column(c).to_numpy() for c in cols], axis=1).astype(np.float64) / scale
+        b[:, :2] = np.ceil(b[:, :2] - 1e-6)
+        b[:, 2:] = np.floor(b[:, 2:] + 1e-6)
+        out[i] = [tuple(int(v) for v in row) for row in b]
+    return out

@@ -58,11 +58,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..engines import BackendUnavailableError
 from . import _labels
 from . import outputs as _out
 from ._nuclei import COLUMNS as _NUCLEUS_COLUMNS
 from ._nuclei import TileNuclei, measure_tile
-from ._rundir import RunDir, RunDirError, committed_prefix, lost_label_tiles, read_manifest
+from ._rundir import (
+    RunDir,
+    RunDirError,
+    committed_prefix,
+    damaged_label_chunks,
+    lost_label_tiles,
+    nucleus_boxes,
+    read_manifest,
+)
 from .reader import SlideReader, open_slide
 from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
@@ -311,6 +320,60 @@ def _get(q: queue.Queue, stop: threading.Event):
 
 
 # -- stage 1: plan ----------------------------------------------------------------------------------
+#: Bounds on the work one call may ask for (checked before any tile is read; :func:`_check_work`).
+MAX_UPSAMPLE = 4.0  # working pixels per level-0 pixel (a slide coarser than that shows no nuclei)
+MAX_TILES = 1_000_000  # tiles in the grid (a 1-million-tile grid is a 1000^2-tile slide)
+MAX_READ_PIXELS = 1 << 28  # level pixels decoded for one tile (the resampling source)
+BYTES_PER_TILE_PIXEL = 64  # measured order of magnitude: RGB, float input, probabilities, labels, stains
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_work(reader: SlideReader, seg: Segmenter, grid: WorkingGrid, tile: int, halo: int,
+                workers: int, queue_size: int) -> None:  # fmt: skip
+    """Refuse, with numbers, the requests whose work or memory one argument would blow up: a working
+    resolution more than :data:`MAX_UPSAMPLE` x finer than level 0 (e.g. a wrong ``mpp=1000``), more
+    than :data:`MAX_TILES` tiles, one tile decoding more than :data:`MAX_READ_PIXELS` level pixels (e.g.
+    ``mpp=1e-6``: a tiny working grid read from a huge level), or tiles in flight needing more memory
+    than the machine has."""
+    mpp0, src = reader.mpp, reader.mpp_source or "metadata"
+    hint = f"check the slide's microns per pixel ({mpp0:g} from {src}; mpp=, CLI: --mpp)"
+    if grid.scale < 1.0 / MAX_UPSAMPLE:
+        raise ValueError(
+            f"{reader.path}: the slide's {mpp0:g} um/px is {1 / grid.scale:.3g}x coarser than the model's "
+            f"{seg.mpp:g} um/px working resolution; upsampling more than {MAX_UPSAMPLE:g}x shows no nuclei: "
+            + hint
+        )
+    H, W = grid.shape
+    n_tiles = -(-H // tile) * -(-W // tile)
+    if n_tiles > MAX_TILES:
+        raise ValueError(
+            f"{reader.path}: tile={tile} cuts the {W}x{H} working grid into {n_tiles:,} tiles (more than "
+            f"{MAX_TILES:,}); use a larger tile or {hint}"
+        )
+    side_h, side_w = min(tile + 2 * halo, H), min(tile + 2 * halo, W)  # a tile is clipped to the slide
+    read_px = (side_h * grid.f + 5) * (side_w * grid.f + 5)
+    if read_px > MAX_READ_PIXELS:
+        raise ValueError(
+            f"{reader.path}: reading one {side_w}x{side_h} working tile would decode {read_px / 1e6:,.0f} MP "
+            f"of level {grid.level} ({grid.f:.3g} level px per working px; the slide has no pyramid level "
+            f"near the working resolution): use a smaller tile or {hint}"
+        )
+    in_flight = 2 * queue_size + workers + 1
+    need = in_flight * side_h * side_w * BYTES_PER_TILE_PIXEL
+    mem = _physical_memory()
+    if mem is not None and need > 0.8 * mem:
+        raise ValueError(
+            f"tile={tile} with halo {halo}, {workers} workers and queue_size={queue_size} holds about "
+            f"{in_flight} tiles in flight, ~{need / 2**30:.1f} GiB, more than this machine's "
+            f"{mem / 2**30:.1f} GiB: use a smaller tile, fewer workers or a smaller queue_size"
+        )
+
 @dataclass
 class _Plan:
     """Everything decided before the first tile: resolution, tissue tiles, slide statistics, config."""
@@ -343,11 +406,12 @@ class _Plan:
 
 
 def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer: StageTimer, *,
-          tile: int, halo: int, tissue: bool) -> _Plan:  # fmt: skip
+          tile: int, halo: int, tissue: bool, workers: int, queue_size: int) -> _Plan:  # fmt: skip
     """Open (working grid), tissue (mask + tile grid), fit (slide-level statistics) and the run config."""
     with timer("open"):
         mpp0 = reader.require_mpp()
         grid = WorkingGrid(reader, float(seg.mpp) / mpp0)
+        _check_work(reader, seg, grid, tile, halo, workers, queue_size)
     with timer("tissue"):
         thumb, thumb_ds = reader.thumbnail(1024)
         mask = tissue_mask(thumb, downsample=thumb_ds, mpp=mpp0) if tissue else np.ones(thumb.shape[:2], bool)
@@ -404,14 +468,35 @@ def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
         tiles_dir.mkdir(exist_ok=True)
         zarr0 = _open_label_array(zpath, plan.grid.shape, tile)
         done = committed_prefix(tiles_dir, [t.index for t in plan.tiles], _schema(True))
-        lost = lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale)
-        if lost:  # ids are assigned in tile order: everything from the first lost tile on is recomputed
-            first = min(lost)
-            for i in [i for i in done if i >= first]:
-                log.warning("%s: tile %d is recomputed (nuclei missing from %s)", out_dir, i, zpath)
-                (tiles_dir / f"{i:06d}.parquet").unlink()
-                del done[i]
+        if done:
+            _repair_labels(plan, zarr0, done)
     return zarr0, done
+
+
+def _repair_labels(plan: _Plan, zarr0, done: dict) -> None:
+    """Uncommit (recompute and repaint) the committed tiles whose labels are damaged: those that painted
+    into a missing or undecodable chunk, and those whose nuclei read back as background."""
+    tiles_dir, zpath = plan.tiles_dir, plan.labels
+    scale = plan.grid.scale
+    boxes = nucleus_boxes(tiles_dir, done, scale)
+    chunks = damaged_label_chunks(zarr0, zpath / _labels.NAME / "0", [b for bs in boxes.values() for b in bs])
+    ch, cw = zarr0.chunks
+    by_index = {t.index: t for t in plan.tiles}
+    redo = set()
+    for i in done:  # a tile paints inside its core + halo
+        t, h = by_index[i], plan.halo
+        rows = range(max(t.row - h, 0) // ch, (t.row + t.height + h - 1) // ch + 1)
+        cols = range(max(t.col - h, 0) // cw, (t.col + t.width + h - 1) // cw + 1)
+        if any((r, c) in chunks for r in rows for c in cols):
+            redo.add(i)
+    redo |= lost_label_tiles(zarr0, tiles_dir, set(done) - redo, scale)
+    if not redo:
+        return
+    first = min(redo)  # ids are assigned in tile order: everything from the first damaged tile on is redone
+    for i in sorted(i for i in done if i >= first):
+        log.warning("%s: tile %d's labels in %s are damaged: the tile is recomputed", plan.out_dir, i, zpath)
+        (tiles_dir / f"{i:06d}.parquet").unlink()
+        del done[i]
 
 
 # -- stages 2-5: read, segment, measure, write (threads with bounded queues) --------------------------
@@ -731,7 +816,7 @@ def segment_slide(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("backend='cuda' requested but no CUDA device is available")
+        raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
     if int(tile) < 16:
         raise ValueError(f"tile must be >= 16 pixels, got {tile}")
     if int(workers) < 1 or int(queue_size) < 1:
@@ -751,7 +836,8 @@ def segment_slide(
     rundir = None
     try:
         rundir = RunDir(out_dir).open()  # owned and locked for the whole run
-        plan = _plan(path, out_dir, reader, seg, timer, tile=int(tile), halo=halo, tissue=tissue)
+        kw = dict(tile=int(tile), halo=halo, tissue=tissue, workers=int(workers), queue_size=int(queue_size))
+        plan = _plan(path, out_dir, reader, seg, timer, **kw)
         zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
         committed = sum(done.values())
@@ -807,7 +893,7 @@ def _count_rows(tiles_dir: Path, indices) -> int:
 
 def _open_label_array(zpath: Path, shape, chunk: int):
     try:
-        return _labels.open_label_array(zpath, shape, chunk)
+        a = _labels.open_label_array(zpath, shape, chunk)
     except ValueError as e:
         raise RunDirError(f"{e}; pass resume=False (CLI: --no-resume) to start this run afresh") from e
     except Exception as e:  # zarr raises its own types for damaged metadata
@@ -815,3 +901,9 @@ def _open_label_array(zpath: Path, shape, chunk: int):
             f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
             "(CLI: --no-resume) to start this run afresh"
         ) from e
+    return a.with_config(_LABEL_CONFIG)
+
+
+#: Every chunk a tile paints is written, zero or not, so that a resume can tell a deleted chunk from one
+#: that never held a nucleus (:func:`nucfast.slide._rundir.damaged_label_chunks`).
+_LABEL_CONFIG = {"write_empty_chunks": True}

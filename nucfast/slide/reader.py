@@ -37,6 +37,9 @@ from ._integrity import SegmentVerifier, SlideReadError, check_pages, check_stru
 log = logging.getLogger(__name__)
 
 BACKENDS = ("cucim", "openslide", "tifffile")
+#: Plausible microns per pixel: optical scanners resolve ~0.1 um at best, and a slide coarser than 100 um/px
+#: shows no cells. An ``mpp=`` outside is refused; a metadata value outside is ignored (as if absent).
+MPP_RANGE = (0.01, 100.0)
 _ASSOCIATED = ("thumbnail", "label", "macro")
 
 
@@ -153,6 +156,12 @@ def _pyramid_pages(tf, assoc_pages) -> list:
     """The tiled RGB(A) pages of the pyramid, finest first (Aperio-style separate pages, or the levels of
     tifffile's first series)."""
     series = tf.series[0]
+    first = series.pages[0]
+    if len(first.shape) != 3 or first.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"the full-resolution page {first.index} has shape {tuple(first.shape)} "
+            f"({first.samplesperpixel} samples per pixel): not an RGB slide"
+        )
     lvl_series = list(series.levels)
     if len(lvl_series) == 1:  # Aperio-style: reduced levels are separate tiled pages
         cand = [p for p in tf.pages if p.is_tiled and p.shape[-1] in (3, 4) and p.index not in assoc_pages]
@@ -607,6 +616,15 @@ class TiffFileReader(SlideReader):
         self._cache.clear()
 
 
+def _plausible_mpp(v: float | None, path: Path) -> bool:
+    if v is None:
+        return False
+    if MPP_RANGE[0] <= v <= MPP_RANGE[1]:
+        return True
+    log.warning("%s: ignoring the implausible MPP %g in the file's metadata", path, v)
+    return False
+
+
 _READERS = {"cucim": CuCIMReader, "openslide": OpenSlideReader, "tifffile": TiffFileReader}
 
 
@@ -647,6 +665,11 @@ def open_slide(path, mpp: float | None = None, backend: str = "auto") -> SlideRe
         mpp = float(mpp)
         if not (mpp > 0 and np.isfinite(mpp)):
             raise ValueError(f"mpp must be a positive finite number of microns per pixel, got {mpp}")
+        if not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+            raise ValueError(
+                f"mpp={mpp:g} microns per pixel is implausible (expected {MPP_RANGE[0]:g}..{MPP_RANGE[1]:g}; "
+                "e.g. 0.25 for a 40x scan, 0.5 for 20x)"
+            )
     if not path.exists():
         raise FileNotFoundError(f"slide file not found: {path}")
     if path.is_dir():
@@ -682,9 +705,9 @@ def open_slide(path, mpp: float | None = None, backend: str = "auto") -> SlideRe
             src = None
             if mpp is not None:
                 the_mpp, src = mpp, "override"
-            elif info is not None and info.mpp is not None:
+            elif info is not None and _plausible_mpp(info.mpp, path):
                 the_mpp, src = info.mpp, info.mpp_source
-            elif file_mpp is not None:
+            elif _plausible_mpp(file_mpp, path):
                 the_mpp, src = file_mpp, f"{name} metadata"
             else:
                 the_mpp = None

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .. import models
-from ..engines import cached_onnx, select_backend
+from ..engines import BackendUnavailableError, cached_onnx, select_backend
 from ..postprocess import attention_instances
 
 __all__ = [
@@ -252,7 +252,7 @@ class ModelSegmenter:
         if backend in ("auto", "cpu", "cuda"):
             device = "cpu" if backend == "cpu" or not torch.cuda.is_available() else "cuda"
             if backend == "cuda" and device != "cuda":
-                raise RuntimeError("backend='cuda' requested but no CUDA device is available")
+                raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
             bf16 = device == "cpu" and self.model.bf16  # torch bf16 on the CPU: no ONNX export needed
             onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
             self.engine = select_backend(
