@@ -28,12 +28,12 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "core/runs.h"
 #include "kernels/exec_cpu.h"
 #include "kernels/watershed.h"
 
@@ -104,45 +104,14 @@ struct State {
   double K;  // equal-valued markers with key <= K were popped in scikit-image's exact order (replica)
 };
 
-// Mask components as runs of in-mask pixels per row, joined by union-find (cheaper than a pixel-wise
-// search: a few runs per nucleus row).
-template <class I>
-struct Runs {
-  std::vector<I> pos;             // padded index of a run's first pixel
-  std::vector<int32_t> len;       // its length
-  std::vector<int64_t> row_first;  // runs of image row r: [row_first[r], row_first[r + 1])
-  std::vector<I> up;              // union-find parent
-  I find(I x) {
-    while (up[x] != x) {
-      up[x] = up[up[x]];
-      x = up[x];
-    }
-    return x;
-  }
-};
+// Mask components: runs of in-mask pixels per row joined by union-find (core/runs.h).
+using runs::Runs;
 
 // One component to flood: its starts (markers, or the replica's queued items) in starts[first, first + n).
 struct Component {
   int64_t first, nstart, count;
   double vmin, vmax;
 };
-
-// The first index >= c in [c, W) whose byte is zero (kNonzero: skipping nonzero bytes) or nonzero, or W;
-// eight bytes at a time.
-template <bool kNonzero>
-int64_t skip_bytes(const uint8_t* b, int64_t c, int64_t W) {
-  constexpr uint64_t lo = 0x0101010101010101ull, hi = 0x8080808080808080ull;
-  while (c + 8 <= W) {
-    uint64_t w;
-    std::memcpy(&w, b + c, 8);
-    // kNonzero: stop at a zero byte; else stop at a nonzero byte.
-    const bool stop = kNonzero ? (((w - lo) & ~w & hi) != 0) : (w != 0);
-    if (stop) break;
-    c += 8;
-  }
-  while (c < W && (b[c] != 0) == kNonzero) ++c;
-  return c;
-}
 
 // Fills the padded state and the runs from the inputs; returns the marker pixels in raster order and
 // their runs (par = themselves, age 0).
@@ -152,9 +121,7 @@ void init_state(const State<L, I>& S, const double* image, const L* markers, con
   const int64_t H = S.H, W = S.W, Wp = S.P->Wp, Np = S.P->Np;
   std::fill(S.lab, S.lab + Wp + 1, L(-1));
   std::fill(S.lab + Np - Wp - 1, S.lab + Np, L(-1));
-  R.pos.clear();
-  R.len.clear();
-  R.row_first.assign(static_cast<size_t>(H) + 1, 0);
+  R.clear(H);
   mk.clear();
   mk_run.clear();
   for (int64_t r = 0; r < H; ++r) {
@@ -177,18 +144,17 @@ void init_state(const State<L, I>& S, const double* image, const L* markers, con
     int64_t c = 0;
     while (c < W) {
       if (kr) {
-        c = skip_bytes<false>(kr, c, W);
+        c = runs::skip_bytes<false>(kr, c, W);
         if (c == W) break;
       }
       const int64_t start = c;
       if (kr) {
-        c = skip_bytes<true>(kr, c, W);
+        c = runs::skip_bytes<true>(kr, c, W);
       } else {
         c = W;
       }
       const I run = static_cast<I>(R.pos.size());
-      R.pos.push_back(static_cast<I>(pr + 1 + start));
-      R.len.push_back(static_cast<int32_t>(c - start));
+      R.add(static_cast<I>(pr + 1 + start), c - start);
       for (int64_t t = start; t < c; ++t) {
         if (lr[t] > 0) {
           mk.push_back(static_cast<I>(pr + 1 + t));
@@ -201,32 +167,6 @@ void init_state(const State<L, I>& S, const double* image, const L* markers, con
   for (const I p : mk) {
     S.nxt[p] = 0;
     S.par[p] = p;
-  }
-}
-
-// Joins the runs of consecutive rows that touch (4- or 8-connected).
-template <class I>
-void join_runs(Runs<I>& R, int64_t H, int64_t Wp, int nn) {
-  const int64_t nr = static_cast<int64_t>(R.pos.size());
-  R.up.resize(static_cast<size_t>(nr));
-  for (int64_t i = 0; i < nr; ++i) R.up[i] = static_cast<I>(i);
-  const int64_t slack = nn == 8 ? 1 : 0;
-  for (int64_t r = 1; r < H; ++r) {
-    int64_t i = R.row_first[r - 1], j = R.row_first[r];
-    const int64_t ie = R.row_first[r], je = R.row_first[r + 1];
-    while (i < ie && j < je) {
-      const int64_t a0 = R.pos[i] + Wp, a1 = a0 + R.len[i] - 1;  // run i shifted one row down
-      const int64_t b0 = R.pos[j], b1 = b0 + R.len[j] - 1;
-      if (a0 <= b1 + slack && b0 <= a1 + slack) {
-        const I x = R.find(static_cast<I>(i)), y = R.find(static_cast<I>(j));
-        if (x != y) R.up[x < y ? y : x] = x < y ? x : y;
-      }
-      if (a1 < b1) {
-        ++i;
-      } else {
-        ++j;
-      }
-    }
   }
 }
 
@@ -478,13 +418,13 @@ void flood(const Padded& P, const double* image, const L* markers, const uint8_t
   std::vector<I> mk, mk_run, starts;
   init_state(S, image, markers, mask, R, mk, mk_run);
   if (mk.empty()) return;
-  join_runs(R, H, P.Wp, P.nn);
+  R.join(H, P.Wp, P.nn == 8);
   double fk;
   if (!flood_components(S, group_components(S, R, mk, mk_run, starts), starts, &fk)) return;
   for (int attempt = 0;; ++attempt) {
     S.K = attempt < 3 ? fk : std::numeric_limits<double>::infinity();
     init_state(S, image, markers, mask, R, mk, mk_run);
-    join_runs(R, H, P.Wp, P.nn);
+    R.join(H, P.Wp, P.nn == 8);
     std::vector<I> left = replica_until<L, I, XItem>(S, mk, S.K);
     if (left.empty()) return;
     std::sort(left.begin(), left.end(), [&S](I a, I b) {
