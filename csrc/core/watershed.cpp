@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -398,6 +399,20 @@ I run_of(const Runs<I>& R, int64_t Wp, I p) {
   return static_cast<I>((std::upper_bound(b, e, p) - R.pos.begin()) - 1);
 }
 
+// The largest value shared by markers of different labels in one component (-inf if none).
+template <class L, class I>
+double max_relevant_tie(Runs<I>& R, const State<L, I>& S, const std::vector<I>& mk, const std::vector<I>& mk_run) {
+  std::vector<std::tuple<I, double, L>> v(mk.size());
+  for (size_t i = 0; i < mk.size(); ++i) v[i] = {R.find(mk_run[i]), S.val[mk[i]], S.lab[mk[i]]};
+  std::sort(v.begin(), v.end());
+  double k = -std::numeric_limits<double>::infinity();
+  for (size_t i = 1; i < v.size(); ++i)
+    if (std::get<0>(v[i]) == std::get<0>(v[i - 1]) && std::get<1>(v[i]) == std::get<1>(v[i - 1]) &&
+        std::get<2>(v[i]) != std::get<2>(v[i - 1]))
+      k = std::max(k, std::get<1>(v[i]));
+  return k;
+}
+
 // The flood without watershed lines: exact per-component level queues, markers in any order; the tie
 // check proves that the order of equal-valued markers did not matter, or the flood is redone with
 // scikit-image's heap replayed up to the largest flagged key (at most a few times, then to the end:
@@ -421,8 +436,13 @@ void flood(const Padded& P, const double* image, const L* markers, const uint8_t
   R.join(H, P.Wp, P.nn == 8);
   double fk;
   if (!flood_components(S, group_components(S, R, mk, mk_run, starts), starts, &fk)) return;
+  // Retry with the flagged key; if a larger one is flagged then, go straight to the largest key of any
+  // equal-valued markers of different labels in one component (no contest can be flagged above it).
   for (int attempt = 0;; ++attempt) {
-    S.K = attempt < 3 ? fk : std::numeric_limits<double>::infinity();
+    // (attempt 2 cannot happen; if it did, the replica runs to the end, which is exact by itself)
+    S.K = attempt == 0   ? fk
+          : attempt == 1 ? std::max(fk, max_relevant_tie(R, S, mk, mk_run))
+                         : std::numeric_limits<double>::infinity();
     init_state(S, image, markers, mask, R, mk, mk_run);
     R.join(H, P.Wp, P.nn == 8);
     std::vector<I> left = replica_until<L, I, XItem>(S, mk, S.K);
