@@ -1,9 +1,13 @@
 """watershed: nucfast (CPU, exact; 1 and 2 threads) vs skimage.segmentation.watershed (1 thread).
 
-Inputs are the attention pipeline's (REFERENCE.md section 1): image = -gaussian_filter(edt(mask), 1)
-(float64), markers = label(peak_local_max(..., footprint=disk(7), labels=mask)), mask = mask, for
-  - real1000: the first MoNuSeg 1000x1000 training mask (synthetic when the data is absent);
-  - synth4096: a 4096x4096 tile of 40,000 random ellipses (touching and overlapping nuclei).
+Inputs:
+  - real1000 / synth4096 (-EDT energy, the attention pipeline's, REFERENCE.md section 1): image =
+    -gaussian_filter(edt(mask), 1) (float64), markers = label(peak_local_max(..., footprint=disk(7),
+    labels=mask)), on the first MoNuSeg 1000x1000 training mask (synthetic when the data is absent) and on
+    a 4096x4096 tile of 40,000 random ellipses (touching and overlapping nuclei);
+  - cont1000 (continuous energy, USE-Net's watershed method): -(p_mask + p_marker) of smoothed noisy
+    probabilities made from the same real mask (clipped to [0, 1]: flat regions), its marker blobs as
+    markers and its cleaned mask (tests/test_watershed.py: usenet_energy_inputs).
 Run: PYTHONPATH=. python -m pytest benchmarks/bench_watershed.py --benchmark-only --benchmark-group-by=group
 """
 
@@ -26,6 +30,7 @@ from nucfast import watershed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import real_or_synthetic_masks  # noqa: E402
+from test_watershed import usenet_energy_inputs  # noqa: E402
 
 
 def _ellipses(shape, n, seed):
@@ -47,6 +52,8 @@ def _ellipses(shape, n, seed):
 
 @cache
 def inputs(case: str):
+    if case == "cont1000":
+        return usenet_energy_inputs(real_or_synthetic_masks(1)[0][1])
     mask = real_or_synthetic_masks(1)[0][1] if case == "real1000" else _ellipses((4096, 4096), 40000, 0)
     mask = np.ascontiguousarray(mask, dtype=bool)
     d = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1)
@@ -66,11 +73,11 @@ def threads(n: int):
         torch.set_num_threads(old)
 
 
-CASES = ("real1000", "synth4096")
+CASES = ("real1000", "cont1000", "synth4096")
 
 
 def _rounds(case):
-    return 5 if case == "real1000" else 2
+    return 2 if case == "synth4096" else 5
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -83,7 +90,7 @@ def test_nucfast(benchmark, case, nthreads):
         out = benchmark.pedantic(
             watershed, (timg, tmk), {"mask": tmask}, rounds=_rounds(case) * 2, warmup_rounds=1
         )
-    if case == "real1000":
+    if case != "synth4096":
         np.testing.assert_array_equal(out.numpy(), sk_watershed(image, markers, mask=mask))
 
 

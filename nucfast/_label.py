@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -98,7 +99,20 @@ def _size_threshold(old, max_size, old_name: str):
     return max_size
 
 
-def _remove_small(t: torch.Tensor, threshold, connectivity: int, emulated: bool):
+def _int_threshold(threshold) -> int:
+    """Sizes are integers: ``size <= threshold`` iff ``size <= floor(threshold)`` (capped for the op)."""
+    if threshold >= 2**62:
+        return 2**62
+    return max(math.floor(threshold), -1)
+
+
+def _remove_small(t: torch.Tensor, threshold, connectivity: int, emulated: bool, holes: bool = False):
+    """Clear the components of ``t`` (holes: of ``~t``) with ``threshold`` pixels or fewer; for holes the
+    result is the filled mask."""
+    if t.dtype == torch.bool and t.device.type == "cpu" and not emulated:  # one native pass (runs)
+        return ops.remove_small(t, _int_threshold(threshold), connectivity, holes)
+    if holes:
+        return ~_remove_small(~t, threshold, connectivity, emulated)
     if t.dtype == torch.bool:
         op = ops.label_emulated if emulated else ops.label
         ccs = op(t, connectivity)[0].long()
@@ -181,10 +195,15 @@ def remove_small_holes(
             stacklevel=2,
         )
     threshold = _size_threshold(area_threshold, max_size, "area_threshold")
-    inv = ~_as_bool(t)
+    b = _as_bool(t)
     if threshold == 0:
-        return back(~inv)
-    return back(~_remove_small(inv, threshold, connectivity, _emulated))
+        return back(b.clone() if b is t else b)
+    return back(_remove_small(b, threshold, connectivity, _emulated, holes=True))
+
+
+@torch.library.register_fake("nucfast::remove_small")
+def _remove_small_fake(mask, max_size, connectivity, holes):
+    return torch.empty_like(mask)
 
 
 @torch.library.register_fake("nucfast::label")

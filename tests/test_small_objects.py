@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import DEVICES, load_monuseg_labels, monuseg_names, real_or_synthetic_masks, synthetic_labels
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.morphology import remove_small_holes as sk_holes
 from skimage.morphology import remove_small_objects as sk_objects
 
@@ -59,6 +61,29 @@ def test_holes_vs_skimage(path, conn):
             got = quiet(remove_small_holes, x, connectivity=conn, _emulated=path == "emulated", **kw)
             assert got.dtype == ref.dtype == np.bool_
             np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    density=st.floats(0.05, 0.95),
+    blur=st.booleans(),
+    conn=st.sampled_from([1, 2]),
+    max_size=st.one_of(st.integers(-2, 60), st.floats(-1.5, 60.5)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hypothesis_native_pass(shape, density, blur, conn, max_size, seed):
+    # The CPU op (runs + union-find) on random masks of any width (the byte scans go 8 at a time).
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    f = rng.random(shape)
+    m = (ndi.gaussian_filter(f, 1.0) if blur else f) < (np.quantile(f, density) if blur else density)
+    for fn, sk in ((remove_small_objects, sk_objects), (remove_small_holes, sk_holes)):
+        ref = sk(m, max_size=max_size, connectivity=conn)
+        np.testing.assert_array_equal(fn(m, max_size=max_size, connectivity=conn), ref)
+        got = fn(torch.from_numpy(m), max_size=max_size, connectivity=conn)
+        np.testing.assert_array_equal(got.numpy(), ref)
 
 
 def test_size_semantics():

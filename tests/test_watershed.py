@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import DEVICES, monuseg_names, real_or_synthetic_masks
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.morphology import disk
@@ -29,6 +31,22 @@ def pipeline_inputs(mask: np.ndarray):
     pm[tuple(peaks.T)] = True
     markers = ndi.label(pm)[0].astype(np.int32)
     return -d, markers, mask
+
+
+def usenet_energy_inputs(mask: np.ndarray, seed: int = 0):
+    """A continuous energy with plateaus: USE-Net's watershed method on smoothed noisy probabilities
+    (clipped to [0, 1], so -(p_mask + p_marker) has flat -2 / -1 regions) and its marker blobs."""
+    from skimage.measure import label as sk_label
+    from skimage.morphology import remove_small_holes, remove_small_objects
+
+    rng = np.random.default_rng(seed)
+    core = ndi.binary_erosion(mask, iterations=3)
+    pm = np.clip(ndi.gaussian_filter(mask.astype(np.float32), 1.5) + rng.normal(0, 0.05, mask.shape), 0, 1)
+    pk = np.clip(ndi.gaussian_filter(core.astype(np.float32), 1.0) + rng.normal(0, 0.05, mask.shape), 0, 1)
+    pm, pk = pm.astype(np.float32), pk.astype(np.float32)
+    m = remove_small_holes(remove_small_objects(np.ascontiguousarray(pm > 0.4), max_size=49), max_size=99)
+    seeds = sk_label(remove_small_objects(np.ascontiguousarray((pk > 0.7) & m), max_size=9), connectivity=2)
+    return -(pm.astype(np.float64) + pk.astype(np.float64)), seeds.astype(np.int32), m
 
 
 def reference(image, markers, mask=None, **kw):
@@ -72,6 +90,24 @@ def test_real_derived_exact(real_inputs):
         np.testing.assert_array_equal(got, ref, err_msg=name)
 
 
+def test_real_derived_continuous_energy_exact():
+    for name, m in real_or_synthetic_masks(limit=3):
+        image, markers, mask = usenet_energy_inputs(m)
+        got = watershed(image, markers, mask=mask)
+        np.testing.assert_array_equal(got, reference(image, markers, mask), name)
+
+
+def test_real_derived_quantised_energy_exact(real_inputs):
+    # The -EDT energy rounded to a few levels: plateaus everywhere and equal-valued markers of different
+    # labels in most components (the tie check flags them and scikit-image's heap is replayed).
+    for name, image, markers, mask in real_inputs[:2]:
+        for step in (0.5, 2.0):
+            q = np.round(image / step) * step
+            for conn in (1, 2):
+                got = watershed(q, markers, mask=mask, connectivity=conn)
+                np.testing.assert_array_equal(got, reference(q, markers, mask, connectivity=conn), name)
+
+
 def test_real_derived_int64_torch(real_inputs):
     name, image, markers, mask = real_inputs[0]
     got = watershed(
@@ -112,6 +148,44 @@ def test_random_exact(ties, connectivity, line):
         ref = reference(image, markers, mask, connectivity=connectivity, watershed_line=line)
         got = watershed(image, markers, mask=mask, connectivity=connectivity, watershed_line=line)
         np.testing.assert_array_equal(got, ref, err_msg=f"case {t}, shape {shape}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 24), st.integers(1, 24)),
+    levels=st.integers(1, 5),
+    n_markers=st.integers(0, 16),
+    n_labels=st.integers(1, 5),
+    masked=st.booleans(),
+    connectivity=st.sampled_from([1, 2]),
+    line=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hypothesis_exact_with_ties(shape, levels, n_markers, n_labels, masked, connectivity, line, seed):
+    # Quantised energies (many equal values), many markers sharing few labels.
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, levels, shape).astype(np.float64)
+    markers = np.zeros(shape, np.int32)
+    k = min(n_markers, markers.size)
+    markers.flat[rng.choice(markers.size, k, replace=False)] = rng.integers(1, n_labels + 1, k)
+    mask = rng.random(shape) < 0.75 if masked else None
+    ref = reference(image, markers, mask, connectivity=connectivity, watershed_line=line)
+    got = watershed(image, markers, mask=mask, connectivity=connectivity, watershed_line=line)
+    np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), levels=st.integers(2, 12), sigma=st.floats(0.5, 3.0))
+def test_hypothesis_smooth_quantised_blobs(seed, levels, sigma):
+    # Smooth random energies rounded to few levels (wide plateaus) inside blob masks, markers at minima.
+    rng = np.random.default_rng(seed)
+    f = ndi.gaussian_filter(rng.random((48, 56)), sigma)
+    image = np.round((f - f.min()) / (np.ptp(f) + 1e-12) * levels)
+    mask = ndi.gaussian_filter(rng.random((48, 56)), 2.0) > 0.5
+    minima = (image == ndi.minimum_filter(image, 3)) & mask
+    markers = ndi.label(minima)[0].astype(np.int32)
+    markers[markers > 0] = (markers[markers > 0] % 3) + 1  # few labels, shared between blobs
+    np.testing.assert_array_equal(watershed(image, markers, mask=mask), reference(image, markers, mask))
 
 
 def test_random_larger_with_ties():

@@ -12,10 +12,9 @@
 
 using nf::ws_detail::ExactHeap;
 using nf::ws_detail::ExactItem;
-using nf::ws_detail::FastItem;
 using nf::ws_detail::ordered_key;
 using nf::ws_detail::PackedExactItem;
-using nf::ws_detail::QuadHeap;
+using nf::ws_detail::LevelQueue;
 
 NF_TEST(ordered_key_is_monotone) {
   const double v[] = {-INFINITY, -1e300, -2.5, -1.0, -1e-300, -0.0, 0.0, 1e-300, 1.0, 2.5, 1e300, INFINITY};
@@ -29,27 +28,80 @@ NF_TEST(ordered_key_is_monotone) {
   }
 }
 
-NF_TEST(quad_heap_sorts_by_key_then_age) {
-  std::mt19937_64 rng(1);
-  QuadHeap<FastItem<true>> h;
-  QuadHeap<FastItem<false>> h64;
-  std::vector<std::pair<uint64_t, uint64_t>> ref;
-  for (uint64_t age = 1; age <= 5000; ++age) {
-    const uint64_t k = rng() % 50;
-    h.push(FastItem<true>::make(k, age, static_cast<int64_t>(age * 7)));
-    h64.push(FastItem<false>::make(k, age, (int64_t(1) << 40) + static_cast<int64_t>(age)));
-    ref.push_back({k, age});
+// Drives a LevelQueue the way the flood does (every pushed key >= the last popped key; equal keys of the
+// current level, i.e. plateaus; keys falling in the current bucket; start items before the first pop)
+// and checks every pop against the (key, age) minimum of a plain list.
+static void level_queue_trial(std::mt19937_64& rng, int64_t n, double spread, int levels) {
+  std::vector<double> val(n);
+  std::vector<int32_t> nxt(n, -7);
+  LevelQueue<int32_t> q;
+  q.reset(val.data(), nxt.data(), 0.0, spread, n);
+  struct Ref {
+    double key;
+    int64_t age;
+    int32_t idx;
+  };
+  std::vector<Ref> ref;
+  int64_t age = 0;
+  int32_t next = 0;
+  std::uniform_real_distribution<double> u(0.0, spread);
+  auto key_at_least = [&](double lo) {
+    // quantised keys (many ties) inside [lo, spread]
+    double k = levels > 0 ? std::floor(u(rng) * levels / spread) * spread / levels : u(rng);
+    return k < lo ? lo : k;
+  };
+  const int32_t nstart = static_cast<int32_t>(1 + rng() % 4);
+  for (; next < nstart && next < n; ++next) {  // starts: (key, age) order, age 0
+    val[next] = key_at_least(0.0);
+    ref.push_back({val[next], 0, next});
   }
-  std::sort(ref.begin(), ref.end());
-  for (const auto& r : ref) {
-    const auto a = h.pop();
-    const auto b = h64.pop();
-    NF_CHECK_EQ(a.key, r.first);
-    NF_CHECK_EQ(a.index(), static_cast<int64_t>(r.second * 7));
-    NF_CHECK_EQ(b.key, r.first);
-    NF_CHECK_EQ(b.index(), (int64_t(1) << 40) + static_cast<int64_t>(r.second));
+  std::stable_sort(ref.begin(), ref.end(), [](const Ref& a, const Ref& b) { return a.key < b.key; });
+  for (const Ref& r : ref) q.push_start(r.idx);
+  int32_t p;
+  while (q.pop(p)) {
+    NF_CHECK(!ref.empty());
+    size_t best = 0;
+    for (size_t i = 1; i < ref.size(); ++i)
+      if (ref[i].key < ref[best].key || (ref[i].key == ref[best].key && ref[i].age < ref[best].age)) best = i;
+    NF_CHECK_EQ(p, ref[best].idx);
+    const double cur = ref[best].key;
+    NF_CHECK(q.current_key() == cur);
+    ref.erase(ref.begin() + static_cast<int64_t>(best));
+    const int pushes = static_cast<int>(rng() % 4);
+    for (int k = 0; k < pushes && next < n; ++k, ++next) {
+      const int kind = static_cast<int>(rng() % 3);
+      double key = kind == 0 ? cur : key_at_least(cur);  // a plateau, or anything above
+      if (kind == 1) key = std::min(spread, cur + (key - cur) * 1e-3);  // likely the same bucket
+      val[next] = key;
+      ref.push_back({key, ++age, next});
+      if (key <= cur) {
+        q.push_level(next);
+      } else {
+        q.push_above(next, key);
+      }
+    }
   }
-  NF_CHECK_EQ(h.items, int64_t(0));
+  NF_CHECK(ref.empty());
+}
+
+NF_TEST(level_queue_pops_in_key_then_age_order) {
+  std::mt19937_64 rng(3);
+  for (int t = 0; t < 300; ++t) level_queue_trial(rng, 1 + static_cast<int64_t>(rng() % 400), 10.0, t % 3 == 0 ? 0 : 1 + t % 7);
+  // degenerate ranges: a single key (one bucket), and a huge range
+  for (int t = 0; t < 20; ++t) level_queue_trial(rng, 200, 1e300, 3);
+  std::vector<double> val = {2.0, 2.0, 2.0};
+  std::vector<int32_t> nxt(3);
+  LevelQueue<int32_t> q;
+  q.reset(val.data(), nxt.data(), 2.0, 2.0, 3);
+  NF_CHECK_EQ(q.buckets(), 1);
+  q.push_start(1);
+  q.push_start(0);
+  int32_t p;
+  NF_CHECK(q.pop(p) && p == 1);
+  q.push_level(2);
+  NF_CHECK(q.pop(p) && p == 0);
+  NF_CHECK(q.pop(p) && p == 2);
+  NF_CHECK(!q.pop(p));
 }
 
 NF_TEST(exact_heap_matches_skimage_tie_order) {
@@ -145,6 +197,60 @@ NF_TEST(emulated_matches_exact_on_distinct_values) {
   NF_CHECK(differ * 1000 < total);  // < 1e-3
 }
 
+// scikit-image's flood written out directly on its heap replica (no components, no level queues, no
+// tie check): the reference for the fast path on inputs full of equal-valued markers of different labels.
+static std::vector<int32_t> skimage_flood(const std::vector<double>& img, const std::vector<int32_t>& mk,
+                                          const std::vector<uint8_t>& mask, int64_t H, int64_t W, int conn) {
+  std::vector<int32_t> out(H * W, 0);
+  ExactHeap<ExactItem> h;
+  for (int64_t i = 0; i < H * W; ++i)
+    if (mask[i] && mk[i] > 0) {
+      out[i] = mk[i];
+      h.push(ExactItem::make(ordered_key(img[i]), 0, i));
+    }
+  const int dr[8] = {-1, 0, 0, 1, -1, -1, 1, 1}, dc[8] = {0, -1, 1, 0, -1, 1, -1, 1};
+  uint64_t age = 1;
+  while (h.items > 0) {
+    const ExactItem e = h.pop();
+    const int64_t r = e.index() / W, c = e.index() % W;
+    for (int k = 0; k < (conn == 2 ? 8 : 4); ++k) {
+      const int64_t rr = r + dr[k], cc = c + dc[k];
+      if (rr < 0 || rr >= H || cc < 0 || cc >= W) continue;
+      const int64_t n = rr * W + cc;
+      if (!mask[n] || out[n] != 0) continue;
+      out[n] = out[e.index()];
+      h.push(ExactItem::make(std::max(ordered_key(img[n]), e.key), ++age, n));
+    }
+  }
+  return out;
+}
+
+NF_TEST(exact_flood_matches_replica_with_tied_markers) {
+  // Few grey levels, many markers of few labels: equal-valued markers of different labels compete in
+  // almost every component, so the tie check flags and the replica fallback runs (and must agree).
+  std::mt19937_64 rng(11);
+  int64_t cases = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const int64_t H = 1 + static_cast<int64_t>(rng() % 30), W = 1 + static_cast<int64_t>(rng() % 30);
+    const int levels = 1 + static_cast<int>(rng() % 4);
+    std::vector<double> img(H * W);
+    std::vector<int32_t> mk(H * W, 0);
+    std::vector<uint8_t> mask(H * W, 1);
+    for (auto& v : img) v = static_cast<double>(rng() % levels);
+    const int nm = static_cast<int>(rng() % 16), nl = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < nm; ++k) mk[rng() % (H * W)] = 1 + static_cast<int32_t>(rng() % nl);
+    if (trial % 2)
+      for (auto& m : mask) m = (rng() % 10) < 8;
+    for (int conn = 1; conn <= 2; ++conn) {
+      const auto want = skimage_flood(img, mk, mask, H, W, conn);
+      const auto got = run<int32_t>(img, mk, &mask, H, W, conn);
+      NF_CHECK(got == want);
+      ++cases;
+    }
+  }
+  NF_CHECK_EQ(cases, int64_t(800));
+}
+
 NF_TEST(indices_past_2_to_31) {
   // A 1 x (2^31 + 6) image has pixel indices above INT32_MAX; the device bodies' neighbour arithmetic
   // must stay in 64 bits (checked on the bodies directly: allocating 2^31 pixels is too much here).
@@ -160,7 +266,7 @@ NF_TEST(indices_past_2_to_31) {
   NF_CHECK_EQ(nf::ws::direction(a, (r - 1) * W + c - 1, r * W + c), 7);
   NF_CHECK_EQ(nf::ws::direction(a, r * W + c, (r - 1) * W + c), 0);
   // The packed heap item is only used below 2^31 padded pixels; the wide one keeps 64-bit indices.
-  const auto it = FastItem<false>::make(1, 2, (int64_t(1) << 33) + 5);
+  const auto it = ExactItem::make(1, 2, (int64_t(1) << 33) + 5);
   NF_CHECK_EQ(it.index(), (int64_t(1) << 33) + 5);
 }
 

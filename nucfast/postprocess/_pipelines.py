@@ -129,7 +129,8 @@ def _usenet_watershed(pm: torch.Tensor, pk: torch.Tensor, mask_threshold, marker
     mask = remove_small_holes(remove_small_objects(pm > mask_threshold, max_size=49), max_size=99)
     marker = remove_small_objects((pk > marker_threshold) & mask, max_size=9)
     seeds, n = label(marker, connectivity=2)
-    lab = watershed(-(pm.double() + pk.double()), seeds, mask=mask)
+    energy = pm.to(torch.float64, copy=True).add_(pk).neg_()  # -(p_mask + p_marker) in float64, one buffer
+    lab = watershed(energy, seeds, mask=mask)
     rest = mask & (lab == 0)
     extra, _ = label(rest, connectivity=2)
     return torch.where(rest, extra + int(n), lab)

@@ -13,11 +13,31 @@ at::Tensor mask_bytes(const std::optional<at::Tensor>& mask) {
   return mask->contiguous().view(at::kByte);
 }
 
+// The value checks of the CPU op (a pass over the data, cheaper than torch reductions): ValueError.
+template <class T>
+bool any_negative(const T* p, int64_t n) {
+  bool neg = false;
+  for (int64_t i = 0; i < n; ++i) neg |= p[i] < 0;
+  return neg;
+}
+
+void check_values(const at::Tensor& img, const at::Tensor& mk) {
+  const double* ip = img.data_ptr<double>();
+  const int64_t n = img.numel();
+  bool nan = false;
+  for (int64_t i = 0; i < n; ++i) nan |= ip[i] != ip[i];
+  TORCH_CHECK_VALUE(!nan, "image contains NaN values");
+  const bool neg = mk.scalar_type() == at::kInt ? any_negative(mk.data_ptr<int32_t>(), n)
+                                                : any_negative(mk.data_ptr<int64_t>(), n);
+  TORCH_CHECK_VALUE(!neg, "markers must be >= 0 (0 = not a marker)");
+}
+
 at::Tensor watershed_cpu_op(const at::Tensor& image, const at::Tensor& markers, const std::optional<at::Tensor>& mask,
                             int64_t connectivity, bool watershed_line) {
   nf::check_watershed_args(image, markers, mask, connectivity);
   const at::Tensor img = image.contiguous();
   const at::Tensor mk = markers.contiguous();
+  check_values(img, mk);
   const at::Tensor msk = mask_bytes(mask);
   const int64_t H = img.size(0), W = img.size(1);
   at::Tensor out = at::empty({H, W}, mk.options());
@@ -38,6 +58,7 @@ at::Tensor watershed_emulated_cpu_op(const at::Tensor& image, const at::Tensor& 
   nf::check_watershed_args(image, markers, mask, connectivity);
   const at::Tensor img = image.contiguous();
   const at::Tensor mk64 = markers.to(at::kLong).contiguous();
+  check_values(img, mk64);
   const at::Tensor msk = mask_bytes(mask);
   const int64_t H = img.size(0), W = img.size(1);
   at::Tensor out = at::empty({H, W}, mk64.options());
