@@ -18,6 +18,11 @@ from . import _C  # noqa: F401  (registers torch.ops.nucfast.*)
 ops = torch.ops.nucfast
 
 
+#: Ops that are CPU fast paths by design: their Python wrappers send CUDA tensors down another path made of
+#: ops that have CUDA kernels (``remove_small``: label + per-label counts, nucfast/_label.py).
+CPU_ONLY_OPS = frozenset({"remove_small"})
+
+
 def build_info() -> dict[str, Any]:
     """What the native extension was built with, and which ops have CUDA kernels.
 
@@ -27,7 +32,8 @@ def build_info() -> dict[str, Any]:
         ``cuda_compiled`` (CUDA kernels were compiled into the extension), ``cuda_archs``,
         ``cuda_version`` (nvcc release), ``torch_version`` (built against), ``torch_runtime``,
         ``openmp``, ``compiler``, ``ops`` (every nucfast op) and ``ops_without_cuda``
-        (ops lacking a CUDA kernel in this build), ``cuda_available`` (a GPU is usable now).
+        (ops lacking a CUDA kernel in this build, apart from ``cpu_only_ops``: :data:`CPU_ONLY_OPS`),
+        ``cuda_available`` (a GPU is usable now).
     """
     info = json.loads(ops.build_info())
     names = sorted(
@@ -36,11 +42,13 @@ def build_info() -> dict[str, Any]:
         if n.startswith("nucfast::") and n != "nucfast::build_info"
     )
     info["ops"] = [n.split("::", 1)[1] for n in names]
-    info["ops_without_cuda"] = [
+    no_cuda = [
         n.split("::", 1)[1]
         for n in names
         if not n.endswith("_emulated") and not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")
     ]
+    info["ops_without_cuda"] = [n for n in no_cuda if n not in CPU_ONLY_OPS]
+    info["cpu_only_ops"] = [n for n in no_cuda if n in CPU_ONLY_OPS]
     info["torch_runtime"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()
     return info

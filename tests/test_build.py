@@ -11,6 +11,10 @@ def test_build_info_reports_the_build():
     assert set(info) >= keys
     assert info["openmp"] > 0, "CPU kernels must be built with OpenMP"
     assert info["ops"], "no nucfast ops are registered"
+    # the CPU-only exemption covers exactly the documented fast paths, each of which exists
+    from nucfast._backend import CPU_ONLY_OPS
+
+    assert set(info["cpu_only_ops"]) == set(CPU_ONLY_OPS) <= set(info["ops"])
     if info["cuda_compiled"]:
         assert "8.0" in info["cuda_archs"] and "9.0" in info["cuda_archs"]
         assert info["cuda_version"]
