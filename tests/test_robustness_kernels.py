@@ -141,7 +141,7 @@ _BAD = [
     ("remove_small_objects", lambda: nucfast.remove_small_objects(-np.ones((3, 3), np.int64)), "negative"),
     ("region_stats", lambda: nucfast.region_stats(np.zeros((3, 3), np.float32)), "labels"),
     ("region_stats", lambda: nucfast.region_stats(np.zeros((3, 3), np.int32), np.zeros((2, 2))), "intensity"),
-    ("region_stats", lambda: nucfast.region_stats(np.eye(3, dtype=np.int8), np.full((3, 3), np.inf)), "inten"),
+    ("region_stats", lambda: nucfast.region_stats(np.eye(3, dtype=np.int8), np.full((3, 3), 1e999)), "inten"),
     ("peak_local_max", lambda: nucfast.peak_local_max(np.zeros((3, 3)), exclude_border=-1), "exclude_border"),
     ("watershed", lambda: nucfast.watershed(np.zeros((3, 3)), np.zeros((4, 4), np.int32)), "markers"),
     ("watershed", lambda: nucfast.watershed(np.zeros((3, 3)), -np.ones((3, 3), np.int32)), "markers"),
