@@ -85,7 +85,8 @@ def test_remove_small_objects(m, size, seed, conn):
     _equal(nucfast.remove_small_objects(m, max_size=size, connectivity=conn),
            morphology.remove_small_objects(m, max_size=size, connectivity=conn))  # fmt: skip
     lab = _labels_from(m, seed)  # huge label values: compacted, same result as on small ids
-    small = np.unique(lab, return_inverse=True)[1].reshape(lab.shape)
+    ids, inv = np.unique(lab, return_inverse=True)
+    small = inv.reshape(lab.shape) + (ids[0] != 0)  # compacted ids, 0 stays background
     got = nucfast.remove_small_objects(lab, max_size=size)
     _equal(got != 0, morphology.remove_small_objects(small, max_size=size) != 0)
 
