@@ -66,3 +66,42 @@ def test_usenet_lite_b4_256(benchmark, setup, side, threads):
         assert y.shape == (4, 2, 256, 256)
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from nucfast.models import load
+
+    m = load("usenet")
+    x = torch.nn.functional.interpolate(_tiles(1), size=(1024, 1024), mode="bilinear")
+    gates = torch.full((m.net.n_se_gates,), 0.5)  # the graph's se_gates input is 1-D
+    return m.net, export_onnx(m.net, se_gates=True), x, gates
+
+
+@pytest.mark.parametrize("side", ["torch_fp32", "torch_fp32_channels_last", "torch_bf16_channels_last",
+                                  "onnxruntime_fp32"])
+def test_shipped_usenet_1024_1thread(benchmark, shipped, side):
+    """The CPU engine and precision choice (nucfast.models.cpu_bf16): one 1024² tile, one thread.
+    Measured 2026-12-02 (load ~2): median ms per tile torch bf16 autocast + channels_last 239 (4.4 MP/s),
+    onnxruntime fp32 487 (2.04x slower), torch fp32 channels_last 545 (2.28x), torch fp32 894 (3.74x);
+    bf16 changes the validation AJI 0.5689 -> 0.5684 (nucfast evaluate, NUCFAST_CPU_PRECISION=bf16/fp32)."""
+    net, onnx, x, gates = shipped
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if side == "onnxruntime_fp32":
+            be = OnnxRuntimeBackend(onnx, intra_op_threads=1)
+            run = lambda: be.run(x, se_gates=gates)  # noqa: E731
+        elif side == "torch_fp32":
+            def run():
+                with torch.inference_mode():
+                    return net(x, gates)
+        else:
+            be = TorchBackend(net, "cpu", half=side.startswith("torch_bf16"))
+            run = lambda: be.run(x, se_gates=gates)  # noqa: E731
+        run()
+        benchmark.group = "shipped usenet 1x1024² 1thr"
+        y = benchmark.pedantic(run, rounds=3, iterations=1)
+        assert y.shape[-2:] == (1024, 1024)
+    finally:
+        torch.set_num_threads(old)

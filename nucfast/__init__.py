@@ -15,7 +15,9 @@ Public API map (implementation modules start with ``_``):
   ``nucfast.slide``, ``nucfast.synthetic``; the ``nucfast`` command line (``nucfast.cli``).
 """
 
-from . import metrics, stain
+__version__ = "0.1.0"  # before the imports: nucfast.slide records it in its outputs
+
+from . import metrics, stain  # noqa: E402
 from ._backend import build_info
 from ._edt import distance_transform_edt
 from ._evaluate import evaluate
@@ -63,4 +65,3 @@ __all__ = [
     "stain",
     "watershed",
 ]
-__version__ = "0.1.0"

@@ -159,8 +159,8 @@ def segment_image(
     postprocess : callable replacing the model's post-processing (:func:`postprocess_probs`); USE-Net:
         ``f(p_mask, p_marker)``, attention: ``f(binary)``; both return int labels
     device : run the network here (default: the tensor's device, else CPU)
-    tile : images larger than this on a side run in overlapping tiles (at least 3x the model's overlap:
-        USE-Net 384, attention 288)
+    tile : images larger than this on a side run in overlapping tiles (each window must keep a third of its
+        side: USE-Net >= 447, attention >= 288)
 
     Returns
     -------
@@ -191,7 +191,10 @@ def segment_image(
         # an image with (almost) no tissue has no stain statistics to normalise from: run it as is
         has_tissue = int(models.tissue_pixels(u8).sum()) >= MIN_TISSUE_PIXELS
         ctx = m.fit_context(_tissue_sample(u8, m.mpp), normalize=normalize and has_tissue)
-        x = ctx.normalize(x.to(dev))
+        if getattr(rgb, "dtype", None) in (np.uint8, torch.uint8):  # the slide engine's fused op
+            x = ctx.normalize_u8(torch.as_tensor(u8).to(dev))
+        else:
+            x = ctx.normalize(x.to(dev))
         probs = predict(m, x, tta=tta, tile=tile, context=ctx).float().cpu().numpy()
         labels = postprocess_probs(m, probs, postprocess)
     labels = np.ascontiguousarray(np.asarray(labels), dtype=np.int32)

@@ -16,8 +16,9 @@ from pathlib import Path
 from . import __version__, models
 from .engines import BackendUnavailableError, add_engine_subparsers
 from .slide import MissingMPPError, segment_slide
+from .slide._labels import read_label_array
 from .slide.accuracy import aji, detection_scores
-from .slide.engine import BACKENDS
+from .slide.engine import _DEFAULT_OUTPUTS, BACKENDS, OUTPUTS
 from .synthetic import write_synthetic_slide
 
 __all__ = ["main", "build_parser", "register_subcommand", "SUBCOMMAND_REGISTRARS", "CLIError"]
@@ -103,13 +104,21 @@ class _Progress:
             self.bar.close()
 
 
+_PER_TILE = ("decode", "segment", "measure", "write")  # stages whose rate (MP/s) means something
+
+
 def _stage_rates(res) -> str:
+    """Every stage in ``res.timing`` (but ``wall``), in the order it ran: MP/s for the per-tile stages and
+    the segmenter's sub-stages (``segment.*``), seconds for the rest."""
     mp = res.megapixels
     parts = []
-    for k in ("decode", "segment", "segment.infer", "segment.postprocess", "measure", "write"):
-        v = res.timing.get(k)
-        if v:
+    for k, v in res.timing.items():
+        if k == "wall":
+            continue
+        if (k in _PER_TILE or k.startswith("segment.")) and v > 0 and mp > 0:
             parts.append(f"{k} {mp / v:.2f} MP/s ({v:.1f} s)")
+        else:
+            parts.append(f"{k} {v:.2f} s")
     return ", ".join(parts)
 
 
@@ -119,12 +128,21 @@ def _summary(res) -> str:
         f"{res.megapixels:.1f} MP of tissue tiles in {res.timing['wall']:.1f} s = {res.mp_per_s:.2f} MP/s "
         "end to end "
         f"[model {res.model}, backend {res.backend}, reader {res.reader}, {res.working_mpp:.3f} um/px]\n"
-        f"  per stage: {_stage_rates(res)}\n  outputs: {res.out_dir}"
+        f"  per stage: {_stage_rates(res)}\n"
+        f"  cut nuclei {res.cut_nuclei}, duplicates dropped {res.duplicates}\n  outputs: {res.out_dir}"
     )
 
 
+def _parse_outputs(text: str) -> tuple:
+    outputs = tuple(o.strip() for o in text.split(",") if o.strip())
+    bad = [o for o in outputs if o not in OUTPUTS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown output(s) {', '.join(bad)}; valid: {', '.join(OUTPUTS)}")
+    return outputs
+
+
 def _segment_kwargs(args) -> dict:
-    outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
+    outputs = args.outputs
     return dict(
         model=args.model,
         backend=args.backend,
@@ -172,8 +190,6 @@ def _cmd_segment(args) -> int:
 
 def _cmd_demo(args) -> int:
     import numpy as np
-    import zarr
-
 
     out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="nucfast_demo_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +220,7 @@ def _cmd_demo(args) -> int:
     print(_summary(res))
     # accuracy against the known nuclei (a central crop of at most 4096^2 keeps it quick on big demos)
     gt = np.load(info["labels"], mmap_mode="r")
-    pred = zarr.open_group(str(res.paths["labels"]), mode="r")["0"]
+    pred = read_label_array(res.paths["labels"])
     H, W = gt.shape
     c = min(4096, H, W)
     r0, c0 = (H - c) // 2, (W - c) // 2
@@ -245,7 +261,13 @@ def _add_segment_options(p: argparse.ArgumentParser, *, demo: bool = False) -> N
     )
     p.add_argument("--no-resume", action="store_true", help="start afresh instead of resuming a run in OUT")
     p.add_argument("--reader", default="auto", choices=("auto", "cucim", "openslide", "tifffile"))
-    p.add_argument("--outputs", default="table,geojson,zarr,overlay", help="comma list (default: all)")
+    p.add_argument(
+        "--outputs",
+        type=_parse_outputs,
+        default=_DEFAULT_OUTPUTS,
+        help=f"comma list among {', '.join(OUTPUTS)} (default: {','.join(_DEFAULT_OUTPUTS)}; geojson.gz "
+        "writes nuclei.geojson.gz instead, which QuPath reads as well)",
+    )
     p.add_argument("--no-tissue", action="store_true", help="process the whole slide, not only tissue")
 
 

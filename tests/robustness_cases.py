@@ -206,8 +206,11 @@ def _write(p: Path, data: bytes) -> None:
     p.write_bytes(data)
 
 
+LEVEL0 = ("labels.zarr", "nuclei", "0")  # the label image's level 0 (nucfast.slide._labels)
+
+
 def _first_chunk(out: Path) -> Path:
-    root = out / "labels.zarr" / "0"
+    root = out.joinpath(*LEVEL0)
     chunks = sorted(q for q in root.rglob("*") if q.is_file() and q.name != "zarr.json")
     return chunks[len(chunks) // 2]
 
@@ -243,7 +246,7 @@ def rundir_damages() -> list[tuple[str, object, dict]]:
         return f
 
     def drop_chunks(out: Path):
-        for q in (out / "labels.zarr" / "0").rglob("*"):
+        for q in out.joinpath(*LEVEL0).rglob("*"):
             if q.is_file() and q.name != "zarr.json":
                 q.unlink()
 
@@ -266,7 +269,7 @@ def rundir_damages() -> list[tuple[str, object, dict]]:
         ("label_chunks_all_deleted", drop_chunks, {}),
         ("label_chunk_truncated", lambda o: trunc(_first_chunk(o)), {}),
         ("label_chunk_random", lambda o: randomise(_first_chunk(o)), {}),
-        ("label_metadata_garbage", lambda o: _write(o / "labels.zarr" / "0" / "zarr.json", b"{nope"), {}),
+        ("label_metadata_garbage", lambda o: _write(o.joinpath(*LEVEL0, "zarr.json"), b"{nope"), {}),
         ("labels_deleted", lambda o: shutil.rmtree(o / "labels.zarr"), {}),
         ("marker_deleted", lambda o: (o / ".nucfast-run").unlink(), {}),
         ("stale_lock_file", lambda o: _write(o / ".nucfast-lock", b"99999999"), {}),
@@ -284,9 +287,8 @@ def rundir_damages() -> list[tuple[str, object, dict]]:
 def evaluate_rundir(run, slide: Path, out: Path, damage, options: dict, reference) -> tuple[str, str]:
     """(outcome, detail): ``run(slide, out, resume)`` on ``out`` after ``damage(out)``, against the
     reference result (``reference.table`` and its label image)."""
-    import zarr
-
     from nucfast.slide import RunDirError
+    from nucfast.slide._labels import read_label_array
 
     damage(out)
     foreign = options.get("foreign")
@@ -302,8 +304,8 @@ def evaluate_rundir(run, slide: Path, out: Path, damage, options: dict, referenc
     if foreign and not (out / foreign).exists():
         return "data_lost", f"{foreign} deleted"
     same = res.table.equals(reference.table)
-    a = np.asarray(zarr.open_group(str(res.paths["labels"]), mode="r")["0"][:])
-    b = np.asarray(zarr.open_group(str(reference.paths["labels"]), mode="r")["0"][:])
+    a = np.asarray(read_label_array(res.paths["labels"])[:])
+    b = np.asarray(read_label_array(reference.paths["labels"])[:])
     if same and np.array_equal(a, b):
         return "repaired", f"{res.tiles_computed} tiles recomputed"
     return "silent_wrong", "run completed with different nuclei"

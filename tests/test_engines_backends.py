@@ -133,3 +133,28 @@ def test_tensorrt_backend_on_gpu_matches_torch(net, onnx_bytes, tmp_path):
     assert float((y - ref).abs().max()) < 1e-3
     auto = select_backend("auto", net, onnx=onnx_bytes, cache_dir=tmp_path, precision="fp32")
     assert auto.name == "tensorrt"
+
+
+def test_cpu_bf16_backend_and_policy(monkeypatch):
+    """bf16 on the CPU: torch autocast + channels_last, close to fp32; chosen by select_backend only when
+    asked (Model.bf16); NUCFAST_CPU_PRECISION overrides the hardware rule."""
+    from nucfast import models
+
+    m = models.load("usenet")
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    g = torch.full((m.net.n_se_gates,), 0.5)
+    be = select_backend("auto", m.net, device="cpu", cpu_bf16=True)
+    assert be.name == "torch-cpu-bf16"
+    diff = (be.run(x, se_gates=g) - TorchBackend(m.net, "cpu").run(x, se_gates=g)).abs()
+    assert 0 < diff.max() < 0.2 and diff.mean() < 0.01
+    monkeypatch.setenv("NUCFAST_CPU_PRECISION", "fp32")
+    assert not models.cpu_bf16() and not m.bf16
+    monkeypatch.setenv("NUCFAST_CPU_PRECISION", "bf16")
+    assert models.cpu_bf16() and m.bf16 and not models.load("attention").bf16  # attention: not measured
+    p16 = m.predict(x[0])
+    monkeypatch.setenv("NUCFAST_CPU_PRECISION", "fp32")
+    p32 = m.predict(x[0])
+    assert p16.dtype == p32.dtype == torch.float32 and 0 < (p16 - p32).abs().max() < 0.2
+    monkeypatch.setenv("NUCFAST_CPU_PRECISION", "fast")
+    with pytest.raises(ValueError, match="NUCFAST_CPU_PRECISION must be"):
+        models.cpu_bf16()

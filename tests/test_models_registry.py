@@ -121,8 +121,24 @@ def test_sliding_window_equals_whole_image_for_a_local_network():
         whole = net(x[None])[0]
         tiled = sliding_window(net, x, tile=48, overlap=8)
     torch.testing.assert_close(tiled, whole)
-    with pytest.raises(ValueError, match=r"tile must be at least 3 x the overlap \(24 px\)"):
+    with pytest.raises(ValueError, match=r"tile must be at least 24 px"):
         sliding_window(net, x, tile=23, overlap=8)  # (tile=17 would run 150 x 97 windows of 17 px)
+
+
+def test_sliding_window_keeps_a_strided_network_on_its_grid():
+    """A stride-4 network (pool, conv, upsample) is translation-equivariant by multiples of 4 only: windows
+    starting on the 4-px grid reproduce the whole image exactly; windows off the grid would not."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.AvgPool2d(4), torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Upsample(scale_factor=4)
+    ).double()
+    x = torch.rand(3, 150, 98, dtype=torch.float64)
+    with torch.no_grad():
+        whole = sliding_window(net, x, tile=256, multiple=4)  # one window (padded to 152 x 100)
+        tiled = sliding_window(net, x, tile=48, overlap=8, multiple=4)
+        off_grid = net(x[None, :, 2:50, 2:50])[0]  # a window starting at (2, 2)
+    torch.testing.assert_close(tiled, whole)
+    assert (off_grid[:, 12:36, 12:36] - whole[:, 14:38, 14:38]).abs().max() > 1e-3
 
 
 def test_segment_image_baseline_equals_the_baseline():

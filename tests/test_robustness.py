@@ -22,6 +22,7 @@ import nucfast
 from nucfast import cli, gaussian_filter, region_stats, remove_small_objects, segment_image
 from nucfast.slide import RunDirBusy, RunDirError, SlideReadError, open_slide, segment_slide
 from nucfast.slide import engine as slide_engine
+from nucfast.slide._labels import read_label_array
 from nucfast.slide._rundir import RunDir
 from nucfast.slide.reader import BACKENDS
 from nucfast.synthetic import SyntheticSlide, write_synthetic_slide
@@ -160,15 +161,12 @@ def _copy(reference_run, tmp_path) -> Path:
 
 def test_deleted_label_chunk_is_repainted(small_slide, reference_run, tmp_path):
     out = _copy(reference_run, tmp_path)
-    chunks = sorted(q for q in (out / "labels.zarr" / "0" / "c").rglob("*") if q.is_file())
+    chunks = sorted(q for q in (out / "labels.zarr" / "nuclei" / "0" / "c").rglob("*") if q.is_file())
     chunks[1].unlink()
     res = segment_slide(small_slide, out, **BASE)
     assert res.tiles_computed > 0 and res.table.equals(reference_run.table)
-    import zarr
-
-    a = zarr.open_group(str(out / "labels.zarr"), mode="r")["0"][:]
-    b = zarr.open_group(str(reference_run.paths["labels"]), mode="r")["0"][:]
-    np.testing.assert_array_equal(a, b)
+    a = read_label_array(out / "labels.zarr")[:]
+    np.testing.assert_array_equal(a, read_label_array(reference_run.paths["labels"])[:])
 
 
 @pytest.mark.parametrize(
@@ -191,7 +189,7 @@ def test_truncated_tile_table_is_recomputed(small_slide, reference_run, tmp_path
     t = sorted((out / "tiles").glob("*.parquet"))[0]
     t.write_bytes(t.read_bytes()[:100])
     res = segment_slide(small_slide, out, **BASE)
-    assert res.tiles_computed == 1 and res.table.equals(reference_run.table)
+    assert res.tiles_computed >= 1 and res.table.equals(reference_run.table)  # (+ later tiles: running ids)
 
 
 # -- 5. segment_image guesses nothing ----------------------------------------------------------------------
@@ -211,7 +209,7 @@ def test_segment_image_refuses_what_it_would_guess():
     assert segment_image(rgb[:1, :1].copy()).shape == (1, 1)  # (NaN error before)
     for model, bad in (("usenet", 257), ("attention", 193)):  # (ran 65,000 windows before)
         t0 = time.perf_counter()
-        with pytest.raises(ValueError, match="tile must be at least 3 x the overlap"):
+        with pytest.raises(ValueError, match=r"tile must be at least \d+ px \(overlap"):
             segment_image(np.zeros((400, 400, 3), np.uint8), model=model, tile=bad)
         assert time.perf_counter() - t0 < 30
 

@@ -44,7 +44,10 @@ def test_segment_command(slides, tmp_path, capsys):
         )
         n = pq.ParquetFile(d / "nuclei.parquet").metadata.num_rows
         assert n > 20 and f"{s.name}: {n} nuclei" in text
-    assert "MP/s end to end" in text and "per stage: decode" in text
+    assert "MP/s end to end" in text and "per stage: open" in text
+    for stage in ("tissue", "fit", "decode", "segment.infer", "measure", "write", "table", "geojson", "h5ad"):
+        assert f"{stage} " in text.split("per stage:")[1]
+    assert "cut nuclei 0, duplicates dropped" in text
     # rerun: everything resumed
     assert cli.main(["segment", str(slides[0]), "-o", str(out / slides[0].stem), "--tile", "256", "-q"]) == 0
     assert "(4 resumed)" in capsys.readouterr().out
@@ -79,6 +82,10 @@ def test_segment_command_errors(tmp_path, capsys):
     )
     with pytest.raises(SystemExit):
         cli.main(["segment"])  # SLIDE is required
+    with pytest.raises(SystemExit):
+        cli.main(["segment", str(p), "-o", str(tmp_path / "o"), "--outputs", "table,pdf"])
+    err = capsys.readouterr().err
+    assert "unknown output(s) pdf; valid: table, geojson, geojson.gz, zarr, h5ad, overlay" in err
     assert cli.main([]) == 2
 
 

@@ -25,6 +25,7 @@ from nucfast.slide import (
     open_slide,
     segment_slide,
 )
+from nucfast.slide._labels import read_label_array
 from nucfast.slide.accuracy import aji, detection_scores, overlap_counts
 from nucfast.slide.engine import WorkingGrid
 from nucfast.synthetic import SyntheticSlide, write_synthetic_slide
@@ -48,7 +49,7 @@ def run(slide, tmp_path_factory):
 
 
 def _labels(res):
-    return np.asarray(zarr.open_group(str(res.paths["labels"]), mode="r")["0"][:])
+    return np.asarray(read_label_array(res.paths["labels"])[:])
 
 
 def _instance_mismatches(a: np.ndarray, b: np.ndarray) -> int:
@@ -130,8 +131,8 @@ def test_outputs(slide, run):
     ):
         assert c in t.column_names
     np.testing.assert_allclose(
-        t.column("centroid_row_um").to_numpy(), (t.column("centroid_row").to_numpy() + 0.5) * 0.25
-    )
+        t.column("centroid_row_um").to_numpy(), t.column("centroid_row").to_numpy() * 0.25
+    )  # continuous level-0 coordinates: pixel (r, c) covers [r, r+1) x [c, c+1)
     np.testing.assert_allclose(t.column("area_um2").to_numpy(), t.column("area_px").to_numpy() * 0.0625)
     ecc, sol, sc = (t.column(c).to_numpy() for c in ("eccentricity", "solidity", "score"))
     assert (
@@ -141,29 +142,31 @@ def test_outputs(slide, run):
     # each centroid lies in its tile's core; pixel counts match the label image
     row = t.column("centroid_row").to_numpy()
     area = dict(zip(*np.unique(lab[lab > 0], return_counts=True), strict=True))
-    assert all(area[i] == a for i, a in zip(ids.tolist(), t.column("area_px").to_pylist(), strict=True))
+    assert all(area[i] == a for i, a in zip(ids.tolist(), t.column("label_px").to_pylist(), strict=True))
+    np.testing.assert_array_equal(
+        t.column("label_px").to_numpy(), t.column("area_px").to_numpy()
+    )  # no overlap
     tile_idx = t.column("tile").to_numpy()
     assert ((row // 256).astype(int) == tile_idx // 3).all()
+    # polygons: pixel edges, so area and centroid equal the table's (level-0 px; scale 1 here)
+    import geopandas
+
+    gdf = geopandas.read_parquet(run.paths["table"])
+    np.testing.assert_allclose(gdf.geometry.area.to_numpy(), t.column("area_px").to_numpy())
+    np.testing.assert_allclose(gdf.geometry.centroid.x.to_numpy(), t.column("centroid_col").to_numpy())
+    np.testing.assert_allclose(gdf.geometry.centroid.y.to_numpy(), t.column("centroid_row").to_numpy())
     # GeoJSON
     gj = json.loads(Path(run.paths["geojson"]).read_text())
     assert gj["type"] == "FeatureCollection" and len(gj["features"]) == n
     f0 = gj["features"][0]
-    ring = f0["geometry"]["coordinates"][0]
-    assert f0["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) >= 4
-    assert f0["properties"]["objectType"] == "detection" and "Area um^2" in f0["properties"]["measurements"]
-    import uuid
-
-    assert uuid.UUID(f0["id"]).int == f0["properties"]["nucfast_id"] == int(t.column("id")[0].as_py())
-    # polygon around its centroid (x = col, y = row)
-    xy = np.array(ring)
-    r0 = t.slice(0, 1).to_pylist()[0]
-    assert xy[:, 0].min() <= r0["centroid_col"] + 0.5 <= xy[:, 0].max() + 1
-    assert xy[:, 1].min() <= r0["centroid_row"] + 0.5 <= xy[:, 1].max() + 1
-    # zarr pyramid and overlay
-    g = zarr.open_group(str(run.paths["labels"]), mode="r")
-    assert g["1"].shape == (192, 192)
-    np.testing.assert_array_equal(g["1"][:], lab[::4, ::4])
-    assert len(g.attrs["multiscales"][0]["datasets"]) >= 2
+    assert f0["properties"]["objectType"] == "detection"
+    assert "Nucleus: Area µm^2" in f0["properties"]["measurements"]
+    assert f0["properties"]["nucfast_id"] == int(t.column("id")[0].as_py())
+    # label pyramid (x2 nearest per level) and overlay
+    g = zarr.open_group(str(run.paths["labels"]), mode="r")["nuclei"]
+    assert g["1"].shape == (384, 384)
+    np.testing.assert_array_equal(g["1"][:], lab[::2, ::2])
+    assert len(g.attrs["ome"]["multiscales"][0]["datasets"]) >= 2
     import cv2
 
     ov = cv2.imread(str(run.paths["overlay"]))
@@ -295,8 +298,18 @@ def test_plugin_segmenter_at_other_resolution(slide, tmp_path):
     )
     t = res.table
     assert t.num_rows > 50 and t.column("centroid_row").to_numpy().max() > 500  # level-0 coordinates
-    np.testing.assert_allclose(t.column("area_um2").to_numpy(), t.column("area_px").to_numpy() * 0.25)
-    assert zarr.open_group(str(res.paths["labels"]), mode="r")["0"].shape == (384, 384)
+    # areas in level-0 px (0.25 um/px) and um^2; the label image is at the working resolution (0.5 um/px)
+    np.testing.assert_allclose(t.column("area_um2").to_numpy(), t.column("area_px").to_numpy() * 0.0625)
+    assert (t.column("label_px").to_numpy() <= t.column("area_px").to_numpy() / 4).all()
+    lab = read_label_array(res.paths["labels"])
+    assert lab.shape == (384, 384)
+    ids, counts = np.unique(lab[:][lab[:] > 0], return_counts=True)
+    np.testing.assert_array_equal(ids, np.sort(t.column("id").to_numpy()))
+    np.testing.assert_array_equal(counts, t.sort_by("id").column("label_px").to_numpy())
+    import geopandas
+
+    gdf = geopandas.read_parquet(res.paths["table"])
+    np.testing.assert_allclose(gdf.geometry.area.to_numpy(), t.column("area_px").to_numpy())
     # without a halo, nuclei crossing the tile cores are cut, and counted as such
     cut = segment_slide(
         slide["path"], tmp_path / "h", model=_HalfResSegmenter(), tile=128, halo=0, resume=False
@@ -352,19 +365,17 @@ def test_measurements_against_regionprops(slide):
     with open_slide(slide["path"]) as r:
         rgb = r.read_region(0, (0, 0), (384, 384))
     seg = BaselineSegmenter(threshold=0.03)(rgb)
-    cols, (pr, pc, patch), n_cut = _measure_tile(
-        Tile(0, 0, 0, 256, 256), (0, 0), rgb, seg, (768, 768), 1.0, 0.25, 0.25
-    )
+    nuc = _measure_tile(Tile(0, 0, 0, 256, 256), (0, 0), rgb, seg, (768, 768), 1.0, 0.25, 0.25)
+    cols, patch = nuc.cols, nuc.patch[2]
     rps = {rp.label: rp for rp in regionprops(seg.labels, intensity_image=seg.hed[..., :2])}
-    assert len(cols["id"]) > 10 and n_cut == 0
-    for i in range(len(cols["id"])):
-        rp = rps[int(seg.labels[int(round(cols["centroid_row"][i])), int(round(cols["centroid_col"][i]))])]
-        if not np.allclose(rp.centroid, (cols["centroid_row"][i], cols["centroid_col"][i])):
-            rp = next(
-                q
-                for q in rps.values()
-                if np.allclose(q.centroid, (cols["centroid_row"][i], cols["centroid_col"][i]))
-            )
+    m = len(nuc)
+    assert m > 10 and nuc.n_cut == 0
+    for i in range(m):
+        # table centroids are continuous coordinates: scikit-image's (pixel-centre) centroid + 0.5
+        rc = (cols["centroid_row"][i] - 0.5, cols["centroid_col"][i] - 0.5)
+        rp = rps[int(seg.labels[int(round(rc[0])), int(round(rc[1]))])]
+        if not np.allclose(rp.centroid, rc):
+            rp = next(q for q in rps.values() if np.allclose(q.centroid, rc))
         assert rp.area == cols["area_px"][i]
         assert rp.bbox == (
             cols["bbox_row0"][i],
@@ -375,12 +386,14 @@ def test_measurements_against_regionprops(slide):
         assert cols["eccentricity"][i] == pytest.approx(rp.eccentricity, abs=1e-9)
         assert cols["hematoxylin_mean"][i] == pytest.approx(rp.intensity_mean[0], rel=1e-4)
         assert cols["eosin_mean"][i] == pytest.approx(rp.intensity_mean[1], rel=1e-4, abs=1e-6)
-        # different but close definitions: contour length vs skimage's weighted perimeter; convex hull pixels
-        assert cols["perimeter_um"][i] == pytest.approx(rp.perimeter * 0.25, rel=0.12, abs=0.5)
+        assert cols["perimeter_um"][i] == pytest.approx(rp.perimeter * 0.25, rel=1e-9)  # the same estimator
+        # area / convex hull of the pixel-edge polygon vs area / pixels of the convex hull image
         assert cols["solidity"][i] == pytest.approx(rp.solidity, abs=0.08)
         assert cols["score"][i] == pytest.approx(seg.scores[rp.label])
-    # the zarr patch holds exactly the owned nuclei with their ids
-    assert sorted(np.unique(patch[patch > 0]).tolist()) == sorted(cols["id"])
+        assert nuc.polygons[i].area == rp.area
+        # the local patch holds the owned nuclei as 1..m, in owner order
+        assert ((patch == i + 1).sum()) == rp.area
+    assert sorted(np.unique(patch[patch > 0]).tolist()) == list(range(1, m + 1))
 
 
 def test_segmenter_protocol_and_stage_timing(slide, tmp_path):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +203,32 @@ def test_user_errors(pyramid, tmp_path):
     assert s.mpp == 0.3 and s.mpp_source == "override"
     s.close()
     s.close()  # idempotent
+
+
+CUCIM_SCRIPT = """
+import torch  # preloads libcufile, which makes cuCIM start cuFile
+from nucfast.slide import open_slide
+from nucfast.synthetic import write_synthetic_slide
+info = write_synthetic_slide("s.tif", (256, 256), seed=1, ground_truth=False)
+with open_slide(info["path"], backend="cucim") as r:
+    r.read_region(0, (0, 0), (16, 16))
+print("done")
+"""
+
+
+def test_cucim_quiet_and_no_cufile_log_in_cwd(tmp_path):
+    pytest.importorskip("cucim")
+    env = {k: v for k, v in os.environ.items() if k != "CUFILE_LOGFILE_PATH"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    p = subprocess.run(
+        [sys.executable, "-c", CUCIM_SCRIPT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout == "done\n"  # no cuFile start-up lines on stdout
+    assert "cuFile" not in p.stderr
+    assert not (tmp_path / "cufile.log").exists()

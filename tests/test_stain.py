@@ -164,3 +164,43 @@ def test_errors(target):
         stain.hed_jitter(target, sigma=-1.0)
     with pytest.raises(TypeError, match="image must be a numpy array or a torch tensor"):
         stain.hed_jitter([[1, 2, 3]])
+
+
+@pytest.mark.parametrize("stats", ["fitted", "extreme"])
+def test_fused_reinhard_u8_equals_the_float64_reference(source, target, stats):
+    """nucfast::reinhard_u8 (one pass, uint8 -> float32 CHW) equals transform() in float64 to < 1e-4, on a
+    real image and on every byte value of each channel, including strong scalings that clip."""
+    norm = stain.ReinhardNormalizer().fit(target).fit_source(source)
+    if stats == "extreme":
+        norm.source_std = norm.source_std * torch.tensor([0.3, 2.5, 0.2], dtype=torch.float64)
+        norm.source_mean = norm.source_mean + torch.tensor([-20.0, 15.0, -30.0], dtype=torch.float64)
+    v = np.arange(256, dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    sweep = np.stack([v, rng.permutation(v), rng.permutation(v)], -1).reshape(16, 16, 3)
+    for img in (source, sweep, rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)):
+        ref = norm.transform(_chw(img)).numpy()
+        out = norm.transform_u8(img)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (3, *img.shape[:2])
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)  # float32 arithmetic: 0.03 of a grey level
+    if stats == "extreme":
+        assert (ref == 0).any() or (ref == 1).any()  # the clipping branch is exercised
+    # RGBA and torch in -> a tensor out; opcheck of the registered op
+    rgba = np.concatenate([source, np.full(source.shape[:2] + (1,), 255, np.uint8)], -1)
+    t = norm.transform_u8(torch.from_numpy(rgba))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_array_equal(t.numpy(), norm.transform_u8(source))
+    small = torch.from_numpy(source[:8, :8].copy())
+    torch.library.opcheck(torch.ops.nucfast.reinhard_u8, (small, norm._params))
+
+
+def test_fused_reinhard_u8_errors(source, target):
+    norm = stain.ReinhardNormalizer().fit(target)
+    with pytest.raises(RuntimeError, match="fit_source"):
+        norm.transform_u8(source)
+    norm.fit_source(source)
+    with pytest.raises(TypeError, match="rgb has dtype float32"):
+        norm.transform_u8(source.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(H, W, 4\)"):
+        norm.transform_u8(source[..., :2])
+    with pytest.raises(ValueError, match="3 dimensions"):
+        norm.transform_u8(source[..., 0])

@@ -87,7 +87,8 @@ class TorchBackend(Backend):
         Network returning logits (the output sigmoid is applied here).
     device : str or torch.device
     half : bool, optional
-        float16 autocast (default: on for CUDA, off for CPU).
+        Reduced-precision autocast: float16 on CUDA (default on), bfloat16 on the CPU (default off; the
+        name then ends in ``-bf16``). CPU inputs run channels_last (faster convolutions, same values).
     output : {"probabilities", "logits"}
     """
 
@@ -99,11 +100,13 @@ class TorchBackend(Backend):
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
         self.half = self.device.type == "cuda" if half is None else bool(half)
-        self.name = f"torch-{self.device.type}"
+        self.name = f"torch-{self.device.type}" + ("-bf16" if self.half and self.device.type == "cpu" else "")
         self.module = InferenceWrapper(model.eval(), output=output).to(self.device).eval()
 
     def run(self, batch: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         x = _check_batch(batch).to(self.device, torch.float32)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         extra = {k: torch.as_tensor(v).to(self.device, torch.float32) for k, v in inputs.items()}
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.half,
                                                     dtype=torch.float16 if self.device.type == "cuda"
@@ -269,6 +272,7 @@ def select_backend(
     intra_op_threads: int | None = None,
     autotune: bool = False,
     sample_shape: tuple[int, int, int, int] = (4, 3, 256, 256),
+    cpu_bf16: bool = False,
 ) -> Backend:
     """Pick an inference backend; ``.name`` of the result says which was chosen.
 
@@ -292,6 +296,9 @@ def select_backend(
     autotune : bool
         ``"auto"`` on CPU: time onnxruntime and torch on ``sample_shape`` and keep the faster instead of
         :data:`CPU_PREFERENCE`.
+    cpu_bf16 : bool
+        ``"auto"`` on CPU: torch with bfloat16 autocast (``Model.bf16``: the model allows it and the CPU has
+        bf16 matrix hardware, :func:`nucfast.models.cpu_bf16`), before any ONNX export or timing.
     """
     choices = ("auto", "tensorrt", "torch", "onnxruntime")
     if backend not in choices:
@@ -320,6 +327,8 @@ def select_backend(
             return TensorRTBackend(path)
         return TorchBackend(model, dev or "cuda")
     # auto, CPU
+    if cpu_bf16:
+        return TorchBackend(model, "cpu", half=True)
     try:
         ort_backend: Backend | None = OnnxRuntimeBackend(onnx if onnx is not None else export_onnx(model),
                                                          intra_op_threads=intra_op_threads)

@@ -45,12 +45,31 @@ __all__ = [
     "build_network",
     "unknown_model_error",
     "MAX_PARAMETERS",
+    "cpu_bf16",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Networks larger than this (parameters, counted on the meta device before anything is allocated) are
 #: refused: a weights file whose metadata asks for absurd widths fails at once, not after gigabytes.
 MAX_PARAMETERS = 500_000_000
+
+
+def cpu_bf16() -> bool:
+    """Whether networks that allow it (``Kind.cpu_bf16``) run in bfloat16 on the CPU.
+
+    ``NUCFAST_CPU_PRECISION=bf16`` / ``fp32`` decides; by default bf16 where the CPU has AMX tiles (bf16
+    matrix hardware), the only CPU this was measured on: the shipped USE-Net lite on one 1024² tile, one
+    thread, torch bf16 autocast + channels_last 4.5 MP/s vs onnxruntime fp32 2.2, torch fp32 1.2
+    (channels_last 1.9) (benchmarks/bench_backends.py::test_shipped_usenet_1024_1thread, 2026-12-02).
+    CPUs without AMX (AVX-512 BF16 only, AVX2) keep fp32 (onnxruntime): bf16 there is unmeasured."""
+    import os
+
+    mode = os.environ.get("NUCFAST_CPU_PRECISION", "auto").lower()
+    if mode not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"NUCFAST_CPU_PRECISION must be auto, bf16 or fp32, got {mode!r}")
+    if mode != "auto":
+        return mode == "bf16"
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,10 @@ class Kind:
     postprocess : segmentation only: ``(probs numpy (C, H, W), metadata) -> int labels``
     fit : optional ``(net, batch (N, 3, h, w) normalised tissue sample) -> {input name: tensor}``: image- or
         slide-level network inputs (USE-Net: frozen squeeze-excitation gates, ``se_gates``)
+    stride : the network's total stride: its output is translation-equivariant only by multiples of it, so
+        every window (sliding window, slide tile) starts at a multiple of it in image coordinates
+    cpu_bf16 : bfloat16 inference on the CPU is allowed (its accuracy change was measured; see
+        :func:`cpu_bf16` for when it is used)
     """
 
     name: str
@@ -75,6 +98,8 @@ class Kind:
     predict: Callable[..., torch.Tensor] | None = None
     postprocess: Callable[[np.ndarray, dict], np.ndarray] | None = None
     fit: Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]] | None = None
+    stride: int = 1
+    cpu_bf16: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +228,13 @@ class Context:
             return x01
         return self.normalizer.transform(x01, dtype=torch.float32)
 
+    def normalize_u8(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Stain-normalise a uint8 image (H, W, 3|4) tensor on any device to float32 (3, H, W) in [0, 1] in
+        one fused pass (:meth:`nucfast.stain.ReinhardNormalizer.transform_u8`; without a normaliser / 255)."""
+        if self.normalizer is None:
+            return rgb[..., :3].permute(2, 0, 1).float() / 255.0
+        return self.normalizer.transform_u8(rgb)
+
     def state(self) -> dict:
         """JSON-able summary (run manifests: a resumed run must fit the same statistics)."""
         st: dict[str, Any] = {}
@@ -240,6 +272,7 @@ class Model:
         self.task = k.task
         self.mpp = float(meta.get("mpp", k.mpp))
         self.halo = int(k.halo)
+        self.stride = int(k.stride)
         self.normalizer = None
         st = meta.get("normalizer") or {}
         if meta.get("norm", "none") == "reinhard" and st:
@@ -306,7 +339,13 @@ class Model:
         k = self._kind()
         if k.predict is None:
             raise ValueError(f"model {self.name!r} ({self.task}) has no dense prediction")
-        return k.predict(self.net, x01, tile, **(context.inputs if context is not None else {}))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x01.device.type == "cpu"):
+            return k.predict(self.net, x01, tile, **(context.inputs if context is not None else {})).float()
+
+    @property
+    def bf16(self) -> bool:
+        """CPU inference runs in bfloat16 (``Kind.cpu_bf16`` and :func:`cpu_bf16`)."""
+        return self._kind().cpu_bf16 and cpu_bf16()
 
     def postprocess(self, probs: np.ndarray, override=None) -> np.ndarray:
         """Instances from :meth:`predict`'s probabilities with the post-processing stored with the weights

@@ -39,21 +39,28 @@ def sliding_window(
 
     ``f`` maps a batch (1, C, h, w) to (1, K, h, w). Each window is padded to a multiple of ``multiple``
     (:func:`pad_to_multiple`; the network's total stride) and cropped back. An image up to ``tile`` on both
-    sides runs whole; a larger one runs in ``tile``-sized windows overlapping by ``overlap`` px each side,
-    of which the centres are kept (windows at the image border are shifted inwards, never cut short).
-    ``tile >= 3 overlap``: each window keeps at least its central third, bounding the work.
+    sides runs whole; a larger one runs in windows of up to ``tile`` px with at least ``overlap`` px of
+    context each side of the part kept (none beyond the image border). Every window starts at a multiple
+    of ``multiple``: a strided network is translation-equivariant only by multiples of its stride, so this
+    is what makes the result equal the slide engine's, whose tiles start there too (the last window is
+    shorter rather than shifted inwards off the grid). ``tile`` must leave each window at least a third
+    of its side to keep, which bounds the work to 9x that of non-overlapping windows.
     """
     if x.ndim != 3:
         raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
     tile, overlap, multiple = int(tile), int(overlap), int(multiple)
     if overlap < 0 or multiple < 1:
         raise ValueError(f"overlap must be >= 0 and multiple >= 1, got {overlap}, {multiple}")
-    if tile < 3 * overlap or tile < multiple:
-        # each window keeps its central (tile - 2 overlap) px: at least a third of its side, so the number
-        # of windows (and the work) stays within 9x that of non-overlapping windows
+    # kept rows [r0, r0 + step) of the window [r0 - overlap floored to the grid, + tile)
+    def kept(t: int) -> int:
+        return (t - 2 * overlap - (multiple - 1)) // multiple * multiple
+
+    step = kept(tile)
+    if step <= 0 or 3 * step < tile:
+        least = next(t for t in range(1, 8 * (overlap + multiple) + 2) if kept(t) > 0 and 3 * kept(t) >= t)
         raise ValueError(
-            f"tile must be at least 3 x the overlap ({3 * overlap} px) and the network's multiple "
-            f"({multiple}), got tile={tile}"
+            f"tile must be at least {least} px (overlap {overlap} px each side, stride {multiple}: each "
+            f"window keeps at least a third of its side), got tile={tile}"
         )
     _, h, w = x.shape
 
@@ -64,10 +71,9 @@ def sliding_window(
     if h <= tile and w <= tile:
         return run(x)
     out = None
-    step = tile - 2 * overlap
     for r0 in range(0, h, step):
         for c0 in range(0, w, step):
-            rs, cs = max(min(r0 - overlap, h - tile), 0), max(min(c0 - overlap, w - tile), 0)
+            rs, cs = (max(v - overlap, 0) // multiple * multiple for v in (r0, c0))
             p = run(x[:, rs : rs + tile, cs : cs + tile])
             if out is None:
                 out = torch.zeros((p.shape[0], h, w), dtype=p.dtype, device=p.device)

@@ -395,7 +395,11 @@ def predict_usenet(
     """
     net.eval()
     g = None if se_gates is None else se_gates.to(x01.device)
-    return sliding_window(lambda z: torch.sigmoid(net(z, g)), x01, tile=tile, overlap=overlap, multiple=32)
+
+    def f(z):  # channels_last: 1.4x (fp32) to 2x (bf16) faster convolutions on the CPU
+        return torch.sigmoid(net(z.contiguous(memory_format=torch.channels_last), g).float())
+
+    return sliding_window(f, x01, tile=tile, overlap=overlap, multiple=32)
 
 
 def _postprocess(probs, meta: dict):
@@ -414,6 +418,9 @@ register_kind(
         # network is local, and its output 128 px inside a window differs from the whole image's by < 1e-3
         # on average (docs/SLIDE.md); > the largest nucleus plus the post-processing's reach (64)
         halo=128,
+        stride=32,  # five 2x poolings: outputs shift with the input only by multiples of 32 px
+        # measured on the 6 validation images (nucfast evaluate): AJI 0.5689 fp32, 0.5684 bf16 autocast
+        cpu_bf16=True,
         predict=predict_usenet,
         postprocess=_postprocess,
         fit=lambda net, batch: {"se_gates": net.fit_se_gates(batch)},

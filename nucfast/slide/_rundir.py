@@ -14,11 +14,12 @@ own files only, and checked before a resume trusts what it holds.
   inside ``tiles/`` or ``labels.zarr/`` makes it refuse, naming the file, before anything is deleted.
   Foreign files next to nucfast's at the top level are left alone.
 - **Resume checks.** :func:`read_manifest` (JSON object with a ``config`` object and a ``tiles`` list
-  of ints, else refused), :func:`committed_tiles` (each committed tile table must read back completely
-  with the expected columns and ids of its tile, else it is deleted and the tile recomputed: repair) and
-  :func:`damaged_label_chunks` (label chunks that a committed nucleus needs but that are missing, or that
-  no longer decode: deleted) and :func:`lost_label_tiles` (committed nuclei whose pixels read back as
-  background): the tiles that painted there are recomputed and repainted.
+  of ints, else refused), :func:`committed_prefix` (each committed tile table must read back completely
+  with the expected columns, its tile's nuclei and the running ids; ids are assigned in tile order, so
+  from the first damaged or missing table on every tile is deleted and recomputed: repair),
+  :func:`lost_label_tiles` (committed nuclei whose pixels are gone from the label image) and
+  :func:`damaged_label_chunks` (label chunks a committed nucleus needs that are missing, or that no longer
+  decode): from the first such tile on, tiles are recomputed and repainted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -41,7 +44,7 @@ __all__ = [
     "RunDirError",
     "RunDirBusy",
     "read_manifest",
-    "committed_tiles",
+    "committed_prefix",
     "lost_label_tiles",
     "damaged_label_chunks",
     "nucleus_boxes",
@@ -65,11 +68,17 @@ OWNED = (
     "nuclei.geojson.tmp",
     "overlay.png",
     "overlay.png.tmp",
+    "nuclei.geojson.gz",
+    "nuclei.geojson.gz.tmp",
+    "nuclei.h5ad",
+    "nuclei.h5ad.tmp",
+    "overlay",
 )
 _TILE_FILE = re.compile(r"^\d{6}\.parquet(\.tmp)?$")
+_OVERLAY_FILE = re.compile(r"^region_\d+_\d+\.png(\.tmp)?$")
 # zarr v2/v3 metadata and chunk keys ("c/0/1", "0.1", "0/1") of the label group and its arrays
 _ZARR_ENTRY = re.compile(
-    r"^((zarr\.json|\.zgroup|\.zattrs|\.zarray|\.zmetadata)"
+    r"^(nuclei/)?((zarr\.json|\.zgroup|\.zattrs|\.zarray|\.zmetadata)"
     r"|[0-9]+/(zarr\.json|\.zarray|\.zattrs)"
     r"|[0-9]+/(c/)?[0-9]+([./][0-9]+)*)$"
 )
@@ -112,6 +121,10 @@ def _zarr_ok(rel: str) -> bool:
 
 def _tile_ok(rel: str) -> bool:
     return bool(_TILE_FILE.match(rel))
+
+
+def _overlay_ok(rel: str) -> bool:
+    return bool(_OVERLAY_FILE.match(rel))
 
 
 class RunDir:
@@ -168,7 +181,8 @@ class RunDir:
         log.info("adopting %s: a nucfast run directory written before ownership markers", p)
 
     def _write_marker(self) -> None:
-        doc = {"nucfast_run_dir": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
+
+        doc = {"nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
         _atomic_write(self.path / MARKER, json.dumps(doc).encode())
 
     def _lock(self) -> None:
@@ -213,7 +227,8 @@ class RunDir:
         ``tiles/`` or ``labels.zarr/`` refuses the cleanup before anything is deleted."""
         p = self.path
         problems = []
-        for name, ok in (("tiles", _tile_ok), ("labels.zarr", _zarr_ok)):
+        dirs = ("tiles", "labels.zarr", "overlay")
+        for name, ok in (("tiles", _tile_ok), ("labels.zarr", _zarr_ok), ("overlay", _overlay_ok)):
             d = p / name
             if d.is_symlink() or (d.exists() and not d.is_dir()):
                 problems.append(name)
@@ -221,18 +236,18 @@ class RunDir:
                 problems += [f"{name}/{f}" for f in _foreign_in(d, ok)]
         for name in OWNED:
             q = p / name
-            if name not in ("tiles", "labels.zarr", MARKER, LOCK) and (q.is_dir() and not q.is_symlink()):
+            if name not in (*dirs, MARKER, LOCK) and (q.is_dir() and not q.is_symlink()):
                 problems.append(name + "/")
         if problems:
             raise RunDirError(
                 f"{p}: refusing to clean the run directory: it holds files nucfast did not write "
                 f"({_listing(problems)}); move them away or choose another output directory"
             )
-        for name in ("tiles", "labels.zarr"):
+        for name in dirs:
             if (p / name).is_dir():
                 shutil.rmtree(p / name)
         for name in OWNED:
-            if name not in ("tiles", "labels.zarr", MARKER, LOCK):
+            if name not in (*dirs, MARKER, LOCK):
                 (p / name).unlink(missing_ok=True)
 
 
@@ -267,22 +282,27 @@ def read_manifest(path: Path) -> dict:
     return doc
 
 
-def committed_tiles(tiles_dir: Path, indices, schema, id_bits: int) -> dict[int, int]:
-    """Committed tiles among ``indices`` whose table reads back completely with ``schema``'s columns and
-    ids belonging to the tile (``id >> id_bits == tile``): ``{tile index: rows}``.
+def committed_prefix(tiles_dir: Path, indices, schema) -> dict[int, int]:
+    """The committed tiles a resume can keep: ``{tile index: rows}`` for the longest prefix of ``indices``
+    (the tile order) whose tables read back completely with ``schema``'s columns, hold only their tile's
+    nuclei and carry the running ids ``1, 2, ...`` without a gap (ids are assigned in tile order, so a tile
+    after a missing or damaged one cannot keep its ids).
 
-    A damaged table (truncated, unreadable, wrong columns or ids) is deleted (it is nucfast's own file) so
-    that its tile is recomputed."""
+    A damaged table (truncated, unreadable, wrong columns or ids) and every table after the prefix are
+    deleted (they are nucfast's own files) so that those tiles are recomputed."""
     import pyarrow.parquet as pq
 
     tiles_dir = Path(tiles_dir)
     out: dict[int, int] = {}
-    wanted = set(int(i) for i in indices)
-    for f in sorted(tiles_dir.glob("*.parquet")):
-        if not _TILE_FILE.match(f.name):
-            continue
-        i = int(f.name[:6])
-        if i not in wanted:
+    next_id = 1
+    broken = False
+    for i in indices:
+        f = tiles_dir / f"{int(i):06d}.parquet"
+        if broken or not f.exists():
+            broken = True
+            if f.exists():
+                log.warning("%s: committed after an uncommitted tile: the tile is recomputed", f)
+                f.unlink()
             continue
         try:
             t = pq.read_table(f)
@@ -293,15 +313,17 @@ def committed_tiles(tiles_dir: Path, indices, schema, id_bits: int) -> dict[int,
             t = t.select(schema.names).cast(schema)
             ids = t.column("id").to_numpy()
             tl = t.column("tile").to_numpy()
-            if len(ids) and (((ids >> id_bits) != i).any() or (tl != i).any()):
-                raise ValueError("ids of another tile")
-            if len(np.unique(ids)) != len(ids):
-                raise ValueError("duplicate ids")
+            if len(ids) and (tl != i).any():
+                raise ValueError("nuclei of another tile")
+            if not (ids == np.arange(next_id, next_id + len(ids))).all():
+                raise ValueError(f"ids are not the running ids {next_id}..{next_id + len(ids) - 1}")
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...; all mean "recompute it"
             log.warning("%s: damaged tile table (%s: %s): the tile is recomputed", f, type(e).__name__, e)
             f.unlink(missing_ok=True)
+            broken = True
             continue
-        out[i] = t.num_rows
+        out[int(i)] = t.num_rows
+        next_id += t.num_rows
     return out
 
 
@@ -309,30 +331,25 @@ def lost_label_tiles(labels, tiles_dir: Path, committed, scale: float) -> set[in
     """Committed tiles some of whose nuclei have no pixels left in the label image (e.g. a deleted chunk).
 
     ``labels`` is the working-resolution label array (zarr or numpy: ``labels.get_coordinate_selection``
-    or fancy indexing); each nucleus is looked up at the first vertex of its polygon, which is the centre
-    of one of its own boundary pixels (``(col + 0.5) * scale, (row + 0.5) * scale`` in level-0
-    coordinates). A pixel holding another nucleus's id is an overlap (the larger id wins there), not a
-    loss; a background pixel is. Raises RunDirError when the label image itself cannot be decoded."""
+    or fancy indexing); each nucleus is looked up at the first vertex of its polygon, the top-left corner
+    of one of its own pixels (the tracer starts each ring at its top row's leftmost edge). A pixel holding
+    another nucleus's id is an overlap (the nucleus committed first keeps it), not a loss; a background
+    pixel is. Raises RunDirError when the label image itself cannot be decoded."""
     import pyarrow.parquet as pq
+    import shapely
 
     lost: set[int] = set()
     H, W = labels.shape
     for i in sorted(committed):
-        t = pq.read_table(Path(tiles_dir) / f"{i:06d}.parquet", columns=["id", "polygon"])
+        t = pq.read_table(Path(tiles_dir) / f"{i:06d}.parquet", columns=["id", "geometry"])
         if t.num_rows == 0:
             continue
-        ids = t.column("id").to_numpy()
-        poly = t.column("polygon")
-        xs = np.empty(len(ids), np.float64)
-        ys = np.empty(len(ids), np.float64)
-        ok = np.ones(len(ids), bool)
-        for k, p in enumerate(poly.to_pylist()):
-            if p is None or len(p) < 2:
-                ok[k] = False
-                continue
-            xs[k], ys[k] = p[0], p[1]
-        rows = np.clip(np.rint(ys / scale - 0.5).astype(np.int64), 0, H - 1)
-        cols = np.clip(np.rint(xs / scale - 0.5).astype(np.int64), 0, W - 1)
+        geoms = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
+        first = shapely.get_point(shapely.get_exterior_ring(shapely.get_geometry(geoms, 0)), 0)
+        xs, ys = shapely.get_x(first), shapely.get_y(first)
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        rows = np.clip(np.floor(np.nan_to_num(ys) / scale + 1e-6).astype(np.int64), 0, H - 1)
+        cols = np.clip(np.floor(np.nan_to_num(xs) / scale + 1e-6).astype(np.int64), 0, W - 1)
         try:
             if hasattr(labels, "get_coordinate_selection"):
                 got = np.asarray(labels.get_coordinate_selection((rows, cols)))

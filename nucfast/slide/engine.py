@@ -27,14 +27,16 @@ Pipeline
    (USE-Net's squeeze-excitation blocks pool over the whole window), so tiled and whole-image nuclei agree
    closely but not pixel for pixel (measured on a MoNuSeg image: detection F1 > 0.9 between the two, the
    same AJI against the annotation). Each nucleus is still kept once, by its owner tile; where two kept
-   nuclei of neighbouring tiles overlap by a few pixels, the larger id wins in the label image, whatever
-   the order in which tiles finish (runs are deterministic).
+   nuclei of neighbouring tiles overlap by a few pixels, the one committed first keeps them in the label
+   image and one mostly covered is dropped as a duplicate (:mod:`nucfast.slide._labels`); tiles are
+   committed in index order, so ids and results do not depend on the number of workers.
 6. Resumable: each finished tile is committed atomically as ``tiles/NNNNNN.parquet`` (written to a
    temporary name, fsynced, renamed) after its labels are painted into the zarr; a restarted run skips
    committed tiles (their nuclei are read back, never recomputed) and repaints the others idempotently.
    ``manifest.json`` records the run configuration; resuming with a different one is refused.
-7. Finalise (always, cheap): ``nuclei.parquet``, ``nuclei.geojson`` (QuPath), ``labels.zarr`` pyramid,
-   ``overlay.png``; each streamed tile by tile.
+7. Finalise (always, cheap): ``nuclei.parquet`` (GeoParquet), ``nuclei.geojson[.gz]`` (QuPath),
+   ``labels.zarr`` (OME-NGFF pyramid + metadata), ``nuclei.h5ad`` (AnnData), overlays; each streamed tile
+   by tile (:mod:`nucfast.slide.outputs`); ``manifest.json`` gets provenance, counts, outputs, timings.
 
 Disk full (ENOSPC) raises :class:`DiskFullError`; decode failures raise ``SlideReadError`` naming the file
 and region; both stop the run with committed tiles kept for a resume.
@@ -55,27 +57,32 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..engines import BackendUnavailableError
+from . import _labels
 from . import outputs as _out
+from ._nuclei import COLUMNS as _NUCLEUS_COLUMNS
+from ._nuclei import TileNuclei, measure_tile
 from ._rundir import (
     RunDir,
     RunDirError,
-    committed_tiles,
+    committed_prefix,
     damaged_label_chunks,
     lost_label_tiles,
     nucleus_boxes,
     read_manifest,
 )
 from .reader import SlideReader, open_slide
-from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter, hed_optical_density
+from .segmenters import BACKENDS, Segmenter, TileSegmentation, get_segmenter
 from .tissue import Tile, sample_patches, tile_grid, tissue_mask
 
 __all__ = ["segment_slide", "SlideResult", "DiskFullError", "WorkingGrid", "RunDirError"]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_ID_BITS = 20  # nucleus id = tile_index << 20 | k  (k < 2^20 nuclei per tile)
+FORMAT_VERSION = 2  # 2: uint32 running ids, labels.zarr/nuclei (OME-NGFF 0.5), WKB polygons
+OUTPUTS = ("table", "geojson", "geojson.gz", "zarr", "h5ad", "overlay")
+_DEFAULT_OUTPUTS = ("table", "geojson", "zarr", "h5ad", "overlay")
 
 
 class DiskFullError(OSError):
@@ -109,6 +116,9 @@ class SlideResult:
     cut_nuclei : int
         Kept nuclei touching the outer edge of their tile's halo (possibly truncated; 0 when the halo
         suffices).
+    duplicates : int
+        Nuclei of this run dropped because half or more of their pixels were already taken by a nucleus of
+        a neighbouring tile (the overlap rule of :mod:`nucfast.slide._labels`).
     timing : dict
         Seconds per stage (thread-summed for decode/segment/measure; wall for the rest) and ``wall``.
     megapixels : float
@@ -135,6 +145,7 @@ class SlideResult:
     working_mpp: float
     scale: float
     model_state: dict = field(default_factory=dict)
+    duplicates: int = 0
 
     @property
     def table(self):
@@ -190,185 +201,21 @@ class WorkingGrid:
 
 
 # -- measurements ----------------------------------------------------------------------------------
-_COLUMNS = [
-    ("id", "int64"),
-    ("tile", "int32"),
-    ("centroid_row", "float64"),
-    ("centroid_col", "float64"),
-    ("centroid_row_um", "float64"),
-    ("centroid_col_um", "float64"),
-    ("bbox_row0", "int64"),
-    ("bbox_col0", "int64"),
-    ("bbox_row1", "int64"),
-    ("bbox_col1", "int64"),
-    ("area_px", "int64"),
-    ("area_um2", "float64"),
-    ("perimeter_um", "float64"),
-    ("eccentricity", "float64"),
-    ("solidity", "float64"),
-    ("hematoxylin_mean", "float32"),
-    ("eosin_mean", "float32"),
-    ("score", "float32"),
-]
+_COLUMNS = [(n, t) for n, t, *_ in _NUCLEUS_COLUMNS]
 
 
-def _schema(with_polygon: bool):
+def _schema(with_geometry: bool = True):
     import pyarrow as pa
 
     fields = [pa.field(n, getattr(pa, t)()) for n, t in _COLUMNS]
-    if with_polygon:
-        fields.append(pa.field("polygon", pa.list_(pa.float32())))
+    if with_geometry:
+        fields.append(pa.field("geometry", pa.binary()))
     return pa.schema(fields)
 
 
-def _lattice_points_in_hull(pts: np.ndarray) -> int:
-    """Number of integer points inside or on the convex hull of integer points ``pts`` (Pick's theorem)."""
-    import cv2
-
-    if len(pts) < 3:
-        return len(np.unique(pts, axis=0))
-    hull = cv2.convexHull(pts.astype(np.int32)).reshape(-1, 2).astype(np.int64)
-    if len(hull) < 3:  # collinear: points on the segment
-        d = hull.max(axis=0) - hull.min(axis=0)
-        return int(np.gcd(d[0], d[1])) + 1
-    area2 = abs(int(np.sum(hull[:, 0] * np.roll(hull[:, 1], -1) - np.roll(hull[:, 0], -1) * hull[:, 1])))
-    e = np.abs(hull - np.roll(hull, -1, axis=0))
-    b = int(np.gcd(e[:, 0], e[:, 1]).sum())
-    return (area2 + b) // 2 + 1  # I + B = A + B/2 + 1
-
-
-def _measure_tile(
-    tile: Tile,
-    origin: tuple[int, int],
-    rgb: np.ndarray,
-    seg: TileSegmentation,
-    grid_shape: tuple[int, int],
-    scale: float,
-    mpp0: float,
-    working_mpp: float,
-):
-    """Owned nuclei of one tile: (columns dict, label patch for the zarr, n cut).
-
-    Measurements (working-resolution pixels, converted with ``working_mpp``): area = pixel count;
-    centroid = mean pixel position; eccentricity from the second central moments (as
-    ``skimage.measure.regionprops``); perimeter = length of the 8-connected boundary contour through the
-    boundary pixel centres (OpenCV ``arcLength``); solidity = area / number of pixel centres inside the
-    convex hull of the nucleus's pixel centres; stain means = mean haematoxylin / eosin optical density
-    (``skimage.color.rgb2hed``).
-    """
-    import cv2
-    from scipy import ndimage as ndi
-
-    labels = np.ascontiguousarray(seg.labels)
-    if labels.ndim != 2 or labels.shape != rgb.shape[:2]:
-        raise ValueError(
-            f"segmenter returned labels of shape {labels.shape} for a tile of shape {rgb.shape[:2]}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"segmenter returned labels of dtype {labels.dtype}; expected an integer type")
-    labels = labels.astype(np.int64, copy=False)
-    r0, c0 = origin
-    H, W = grid_shape
-    h, w = labels.shape
-    cols: dict[str, list] = {n: [] for n, _ in _COLUMNS}
-    cols["polygon"] = []
-    n = int(labels.max()) if labels.size else 0
-    if n == 0:
-        return cols, None, 0
-    flat = labels.ravel()
-    rr, cc = np.divmod(np.arange(flat.size, dtype=np.int64), w)
-    area = np.bincount(flat, minlength=n + 1).astype(np.float64)
-    a = np.maximum(area, 1)
-    mr = np.bincount(flat, weights=rr, minlength=n + 1) / a
-    mc = np.bincount(flat, weights=cc, minlength=n + 1) / a
-    # ownership: floor of the global centroid inside the core
-    gr = np.floor(mr + r0)
-    gc = np.floor(mc + c0)
-    own = (
-        (area > 0)
-        & (gr >= tile.row)
-        & (gr < tile.row + tile.height)
-        & (gc >= tile.col)
-        & (gc < tile.col + tile.width)
-    )
-    own[0] = False
-    ids = np.nonzero(own)[0]
-    if len(ids) == 0:
-        return cols, None, 0
-    hed = seg.hed if seg.hed is not None else hed_optical_density(rgb)
-    mh = np.bincount(flat, weights=hed[..., 0].ravel().astype(np.float64), minlength=n + 1) / a
-    me = np.bincount(flat, weights=hed[..., 1].ravel().astype(np.float64), minlength=n + 1) / a
-    dr = rr - mr[flat]
-    dc = cc - mc[flat]
-    m20 = np.bincount(flat, weights=dr * dr, minlength=n + 1) / a
-    m02 = np.bincount(flat, weights=dc * dc, minlength=n + 1) / a
-    m11 = np.bincount(flat, weights=dr * dc, minlength=n + 1) / a
-    tr = (m20 + m02) / 2
-    disc = np.sqrt(np.maximum(((m20 - m02) / 2) ** 2 + m11**2, 0))
-    l1, l2 = tr + disc, tr - disc
-    ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / np.where(l1 > 0, l1, 1), 0, 1)), 0.0)
-    slices = ndi.find_objects(labels.astype(np.int32, copy=False) if n < 2**31 else labels)
-    order = sorted(ids, key=lambda k: (gr[k], gc[k], k))
-    bb = np.array(
-        [
-            [slices[k - 1][0].start, slices[k - 1][1].start, slices[k - 1][0].stop, slices[k - 1][1].stop]
-            for k in order
-        ],
-        np.int64,
-    )
-    pr0, pc0 = bb[:, 0].min(), bb[:, 1].min()
-    pr1, pc1 = bb[:, 2].max(), bb[:, 3].max()
-    patch = np.zeros((pr1 - pr0, pc1 - pc0), np.uint64)
-    n_cut = 0
-    um = working_mpp
-    for k_new, (k, (b0, b1, b2, b3)) in enumerate(zip(order, bb, strict=True), start=1):
-        gid = (tile.index << _ID_BITS) | k_new
-        m = labels[b0:b2, b1:b3] == k
-        patch[b0 - pr0 : b2 - pr0, b1 - pc0 : b3 - pc0][m] = gid
-        n_cut += int(
-            (b0 == 0 and r0 > 0)
-            or (b1 == 0 and c0 > 0)
-            or (b2 == h and r0 + h < H)
-            or (b3 == w and c0 + w < W)
-        )
-        # CHAIN_APPROX_SIMPLE keeps the ends of straight runs: same length and convex hull as the full chain
-        cnts, _ = cv2.findContours(np.pad(m, 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        simple = max(cnts, key=cv2.contourArea).reshape(-1, 2) if cnts else np.zeros((0, 2), np.int32)
-        perim = cv2.arcLength(simple.reshape(-1, 1, 2), True) if len(simple) > 1 else 0.0
-        hull_n = _lattice_points_in_hull(np.vstack([c[:, 0, :] for c in cnts])) if cnts else 1
-        xs = (simple[:, 0] - 1 + b1 + c0 + 0.5) * scale
-        ys = (simple[:, 1] - 1 + b0 + r0 + 0.5) * scale
-        poly = np.empty(2 * len(xs), np.float32)
-        poly[0::2], poly[1::2] = xs, ys
-        score = 1.0
-        if seg.scores is not None and k < len(seg.scores):
-            score = float(seg.scores[k])
-        row0 = (mr[k] + r0 + 0.5) * scale - 0.5
-        col0 = (mc[k] + c0 + 0.5) * scale - 0.5
-        vals = {
-            "id": gid,
-            "tile": tile.index,
-            "centroid_row": row0,
-            "centroid_col": col0,
-            "centroid_row_um": (row0 + 0.5) * mpp0,
-            "centroid_col_um": (col0 + 0.5) * mpp0,
-            "bbox_row0": int(np.floor((b0 + r0) * scale)),
-            "bbox_col0": int(np.floor((b1 + c0) * scale)),
-            "bbox_row1": int(np.ceil((b2 + r0) * scale)),
-            "bbox_col1": int(np.ceil((b3 + c0) * scale)),
-            "area_px": int(area[k]),
-            "area_um2": float(area[k]) * um * um,
-            "perimeter_um": float(perim) * um,
-            "eccentricity": float(ecc[k]),
-            "solidity": float(area[k]) / max(hull_n, 1),
-            "hematoxylin_mean": float(mh[k]),
-            "eosin_mean": float(me[k]),
-            "score": score,
-        }
-        for kk, v in vals.items():
-            cols[kk].append(v)
-        cols["polygon"].append(poly)
-    return cols, (int(pr0 + r0), int(pc0 + c0), patch), n_cut
+def _measure_tile(tile: Tile, origin, rgb, seg: TileSegmentation, grid_shape, scale, mpp0, working_mpp):
+    """Owned nuclei of one tile (:func:`nucfast.slide._nuclei.measure_tile`)."""
+    return measure_tile(tile, origin, rgb, seg, grid_shape, scale, mpp0, working_mpp)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -392,17 +239,23 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_tile_table(path: Path, cols: dict) -> None:
+def _write_tile_table(path: Path, nuc: TileNuclei, ids, label_px, keep) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import shapely
 
     schema = _schema(True)
     arrays = []
     for f in schema:
-        if f.name == "polygon":
-            arrays.append(pa.array([p.tolist() for p in cols["polygon"]], type=f.type))
+        if f.name == "id":
+            v = ids
+        elif f.name == "label_px":
+            v = label_px
+        elif f.name == "geometry":
+            v = shapely.to_wkb(nuc.polygons[keep]) if len(nuc) else []
         else:
-            arrays.append(pa.array(cols[f.name], type=f.type))
+            v = np.asarray(nuc.cols[f.name])[keep] if len(nuc) else []
+        arrays.append(pa.array(v, type=f.type))
     table = pa.Table.from_arrays(arrays, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -572,6 +425,7 @@ def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer:
         "slide": str(path.resolve()),
         "slide_size": st.st_size,
         "slide_mtime_ns": st.st_mtime_ns,
+        "fingerprint": _out.slide_fingerprint(path),
         "level0_shape": list(reader.shape),
         "mpp": mpp0,
         "working_shape": list(grid.shape),
@@ -591,13 +445,20 @@ def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
     with _disk_full(lambda: f"writing to {out_dir}"):
         if manifest.exists() and resume:
             old = read_manifest(manifest)["config"]
+            if old.get("format") != plan.config["format"]:
+                raise ValueError(
+                    f"{out_dir} holds a run written by another nucfast version (run format "
+                    f"{old.get('format')}, this nucfast writes format {plan.config['format']}: uint32 ids, "
+                    "OME-NGFF labels); it cannot be resumed: pass resume=False (CLI: --no-resume) to "
+                    "overwrite, or choose another out_dir"
+                )
             if old != plan.config:
                 diff = sorted(k for k in set(old) | set(plan.config) if old.get(k) != plan.config.get(k))
                 raise ValueError(
                     f"{out_dir} holds a run with a different configuration (differs in {diff}); "
                     f"pass resume=False (CLI: --no-resume) to overwrite, or choose another out_dir"
                 )
-            if not (zpath / "0").exists() and tiles_dir.exists():  # labels lost: committed tiles are void
+            if not (zpath / _labels.NAME / "0").exists() and tiles_dir.exists():  # labels lost: tiles void
                 for f in tiles_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].parquet"):
                     f.unlink()
         else:
@@ -605,34 +466,17 @@ def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
             doc = {"config": plan.config, "tiles": [t.index for t in plan.tiles]}
             _atomic_write_bytes(manifest, json.dumps(doc, indent=1).encode())
         tiles_dir.mkdir(exist_ok=True)
-        zarr0 = _open_label_zarr(zpath, plan.grid.shape, tile)
-        done = committed_tiles(tiles_dir, [t.index for t in plan.tiles], _schema(True), _ID_BITS)
-        if done:
-            _repair_labels(plan, zarr0, done)
+        zarr0 = _open_label_array(zpath, plan.grid.shape, tile)
+        done = committed_prefix(tiles_dir, [t.index for t in plan.tiles], _schema(True))
+        lost = _tiles_on_damaged_chunks(plan, zarr0, done)  # first: deletes undecodable chunks
+        lost |= lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale)
+        if lost:  # ids are assigned in tile order: everything from the first lost tile on is recomputed
+            first = min(lost)
+            for i in [i for i in done if i >= first]:
+                log.warning("%s: tile %d is recomputed (labels damaged or missing in %s)", out_dir, i, zpath)
+                (tiles_dir / f"{i:06d}.parquet").unlink()
+                del done[i]
     return zarr0, done
-
-
-def _repair_labels(plan: _Plan, zarr0, done: dict) -> None:
-    """Uncommit (recompute and repaint) the committed tiles whose labels are damaged: those that painted
-    into a missing or undecodable chunk, and those whose nuclei read back as background."""
-    tiles_dir, zpath = plan.tiles_dir, plan.labels
-    scale = plan.grid.scale
-    boxes = nucleus_boxes(tiles_dir, done, scale)
-    chunks = damaged_label_chunks(zarr0, zpath / "0", [b for bs in boxes.values() for b in bs])
-    ch, cw = zarr0.chunks
-    by_index = {t.index: t for t in plan.tiles}
-    redo = set()
-    for i in done:  # a tile paints inside its core + halo
-        t, h = by_index[i], plan.halo
-        rows = range(max(t.row - h, 0) // ch, (t.row + t.height + h - 1) // ch + 1)
-        cols = range(max(t.col - h, 0) // cw, (t.col + t.width + h - 1) // cw + 1)
-        if any((r, c) in chunks for r in rows for c in cols):
-            redo.add(i)
-    redo |= lost_label_tiles(zarr0, tiles_dir, set(done) - redo, scale)
-    for i in sorted(redo):
-        log.warning("%s: tile %d's labels in %s are damaged: the tile is recomputed", plan.out_dir, i, zpath)
-        (tiles_dir / f"{i:06d}.parquet").unlink()
-        del done[i]
 
 
 # -- stages 2-5: read, segment, measure, write (threads with bounded queues) --------------------------
@@ -640,8 +484,14 @@ class _Run:
     """One pass over the tiles still to do: a reader thread, ``workers`` segment+measure threads, and the
     calling thread writing (committing) tiles as they finish."""
 
-    def __init__(self, plan: _Plan, timer: StageTimer, zarr0, *, workers: int, queue_size: int, progress):
-        self.plan, self.timer, self.zarr0 = plan, timer, zarr0
+    def __init__(
+        self, plan: _Plan, timer: StageTimer, zarr0, *, workers: int, queue_size: int, progress, next_id: int
+    ):
+        self.plan, self.timer = plan, timer
+        self.labels = _labels.LabelWriter(zarr0, next_id)
+        # tiles are committed in index order (deterministic ids); at most this many are read and not yet
+        # committed, which bounds the reorder buffer when one tile is slow
+        self.slots = threading.Semaphore(2 * queue_size + workers)
         self.workers, self.progress = workers, progress
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -664,13 +514,16 @@ class _Run:
 
     def read(self, todo: list) -> None:
         """Stage ``decode``: core + halo of each tile, clipped to the slide (its borders = image borders)."""
-        grid, halo = self.plan.grid, self.plan.halo
+        grid, halo, s = self.plan.grid, self.plan.halo, self.plan.seg.stride
         H, W = grid.shape
         for tl in todo:
+            while not self.slots.acquire(timeout=0.05):
+                if self.stop.is_set():
+                    return
             if self.stop.is_set():
                 return
             t0 = time.perf_counter()
-            r0, c0 = max(tl.row - halo, 0), max(tl.col - halo, 0)
+            r0, c0 = max(tl.row - halo, 0) // s * s, max(tl.col - halo, 0) // s * s  # on the stride's grid
             r1, c1 = min(tl.row + tl.height + halo, H), min(tl.col + tl.width + halo, W)
             rgb = grid.read(r0, c0, r1 - r0, c1 - c0)
             self.timer.add("decode", time.perf_counter() - t0)
@@ -686,13 +539,15 @@ class _Run:
             res = p.seg(rgb)
             t1 = time.perf_counter()
             measured = _measure_tile(tl, origin, rgb, res, p.grid.shape, p.grid.scale, p.mpp0, p.working_mpp)
+            del rgb, res
             self.timer.add("segment", t1 - t0)
             self.timer.add("measure", time.perf_counter() - t1)
-            if not _put(self.q_out, (tl, *measured), self.stop):
+            if not _put(self.q_out, (tl, measured), self.stop):
                 return
 
-    def write(self, tl, cols: dict, patch, n_cut: int, n_tiles: int) -> None:
-        """Stage ``write``: paint the labels into the zarr, then commit the tile table atomically."""
+    def write(self, tl, nuc: TileNuclei, n_tiles: int) -> None:
+        """Stage ``write``: paint the labels into the zarr (ids assigned here, in tile order; overlap rule
+        in :mod:`nucfast.slide._labels`), then commit the tile table atomically."""
         with (
             self.timer("write"),
             _disk_full(
@@ -702,16 +557,13 @@ class _Run:
                 )
             ),
         ):
-            if patch is not None:
-                pr, pc, arr = patch
-                region = self.zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]]
-                np.maximum(region, arr, out=region)  # overlaps: larger id wins, any order
-                self.zarr0[pr : pr + arr.shape[0], pc : pc + arr.shape[1]] = region
-            _write_tile_table(self.plan.tiles_dir / f"{tl.index:06d}.parquet", cols)
+            ids, label_px, keep = self.labels.commit(nuc.patch, len(nuc))
+            _write_tile_table(self.plan.tiles_dir / f"{tl.index:06d}.parquet", nuc, ids, label_px, keep)
+        self.slots.release()
         self.computed += 1
         self.done += 1
-        self.nuclei += len(cols["id"])
-        self.cut += n_cut
+        self.nuclei += len(ids)
+        self.cut += nuc.n_cut
         self.megapixels += tl.height * tl.width / 1e6
         if self.progress is not None:
             self.progress(self.done, n_tiles, self.nuclei, self.megapixels)
@@ -727,6 +579,9 @@ class _Run:
         for th in threads:
             th.start()
         finished = 0
+        pending: dict = {}  # finished tiles waiting for their turn
+        expected = iter([t.index for t in todo])
+        nxt = next(expected, None)
         try:
             while finished < self.workers:
                 item = _get(self.q_out, self.stop)
@@ -735,7 +590,10 @@ class _Run:
                         break
                     finished += 1
                     continue
-                self.write(*item, n_tiles)
+                pending[item[0].index] = item
+                while nxt in pending:
+                    self.write(*pending.pop(nxt), n_tiles)
+                    nxt = next(expected, None)
         except BaseException:
             self.stop.set()
             raise
@@ -757,27 +615,102 @@ class _Run:
 
 
 # -- stage 6: finalise ------------------------------------------------------------------------------
-def _finalise(plan: _Plan, timer: StageTimer, outputs) -> dict:
+def _provenance(plan: _Plan) -> dict:
+    """What produced the outputs: nucfast version, the model and the sha256 of its weights file."""
+    seg = plan.seg
+    model = getattr(seg, "model", None) or getattr(getattr(seg, "_obj", None), "model", None)
+    path = getattr(model, "path", None)
+    return {
+        "nucfast_version": __version__,
+        "model": seg.name,
+        "model_state": plan.config["model"],
+        "weights": str(path) if path is not None else None,
+        "weights_sha256": getattr(model, "sha256", None),
+        "backend": seg.backend,
+        "reader": plan.reader.backend,
+    }
+
+
+def _metadata(plan: _Plan) -> dict:
+    """The metadata carried by the table, the AnnData and the manifest."""
+    return {
+        "slide": str(plan.path.resolve()),
+        "slide_fingerprint": plan.config["fingerprint"],
+        "level0_shape": list(plan.reader.shape),
+        "mpp": plan.mpp0,
+        "working_mpp": plan.working_mpp,
+        "scale": plan.grid.scale,
+        "coordinates": "level-0 pixels, x = column, y = row; pixel (r, c) covers [c, c+1) x [r, r+1)",
+        "units": {n: u for n, _, u, _ in _NUCLEUS_COLUMNS if u},
+        "labels": "labels.zarr/nuclei: pixel value = id (working resolution, see label_px)",
+        **_provenance(plan),
+    }
+
+
+def _finalise(plan: _Plan, timer: StageTimer, outputs, n_nuclei: int) -> dict:
     """The requested final outputs, each streamed tile by tile from the committed tiles."""
     out_dir, tiles_dir = plan.out_dir, plan.tiles_dir
     paths = {"manifest": plan.manifest, "tiles": tiles_dir, "labels": plan.labels}
     order = sorted(t.index for t in plan.tiles)
+    md = _metadata(plan)
     with _disk_full(lambda: f"writing outputs to {out_dir}"):
         if "table" in outputs:
             with timer("table"):
                 paths["table"] = _out.write_table(
-                    tiles_dir, order, out_dir / "nuclei.parquet", _schema(False)
+                    tiles_dir, order, out_dir / "nuclei.parquet", _schema(True), md
                 )
-        if "geojson" in outputs:
-            with timer("geojson"):
-                paths["geojson"] = _out.write_geojson(tiles_dir, order, out_dir / "nuclei.geojson")
+        for name in ("geojson", "geojson.gz"):
+            if name in outputs:
+                with timer("geojson"):
+                    paths[name] = _out.write_geojson(
+                        tiles_dir, order, out_dir / f"nuclei.{name}", plan.config["fingerprint"]
+                    )
         if "zarr" in outputs:
             with timer("zarr_pyramid"):
-                _out.build_label_pyramid(plan.labels, plan.grid.scale, plan.working_mpp)
+                _labels.finalise_labels(plan.labels, plan.working_mpp)
+        if "h5ad" in outputs:
+            with timer("h5ad"):
+                paths["h5ad"] = _out.write_h5ad(tiles_dir, order, out_dir / "nuclei.h5ad", n_nuclei, md)
         if "overlay" in outputs:
             with timer("overlay"):
                 paths["overlay"] = _out.write_overlay(plan.reader, tiles_dir, order, out_dir / "overlay.png")
+                counts = {i: _count_rows(tiles_dir, [i]) for i in order}
+                regions = _out.overlay_regions(plan.tiles, counts, plan.grid.scale, plan.reader.shape)
+                paths["overlay_regions"] = _out.write_overlay_regions(
+                    plan.reader, tiles_dir, order, out_dir / "overlay", regions
+                )
     return paths
+
+
+def _write_manifest(plan: _Plan, result: SlideResult, duplicates: int) -> None:
+    """``manifest.json``: the run configuration (compared on resume), the tiles, and what this run
+    produced: provenance, counts, outputs (path, bytes) and timings."""
+    files = {}
+    for k, v in result.paths.items():
+        for p in v if isinstance(v, list) else [v]:
+            p = Path(p)
+            size = (
+                sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+            )
+            files[str(p.relative_to(plan.out_dir))] = {"output": k, "bytes": size}
+    doc = {
+        "config": plan.config,
+        "tiles": [t.index for t in plan.tiles],
+        "provenance": _provenance(plan),
+        "counts": {
+            "nuclei": result.n_nuclei,
+            "tiles": result.tiles_total,
+            "tiles_computed": result.tiles_computed,
+            "tiles_resumed": result.tiles_skipped,
+            "cut_nuclei": result.cut_nuclei,
+            "duplicates_dropped": duplicates,
+            "megapixels": result.megapixels,
+        },
+        "outputs": files,
+        "timing_s": result.timing,
+    }
+    with _disk_full(lambda: f"writing {plan.manifest}"):
+        _atomic_write_bytes(plan.manifest, json.dumps(doc, indent=1).encode())
 
 
 def segment_slide(
@@ -793,7 +726,7 @@ def segment_slide(
     workers: int = 1,
     queue_size: int = 2,
     reader_backend: str = "auto",
-    outputs=("table", "geojson", "zarr", "overlay"),
+    outputs=_DEFAULT_OUTPUTS,
     progress=None,
     tissue: bool = True,
     segmenter_kwargs: dict | None = None,
@@ -868,9 +801,9 @@ def segment_slide(
         raise ValueError(f"tile must be >= 16 pixels, got {tile}")
     if int(workers) < 1 or int(queue_size) < 1:
         raise ValueError("workers and queue_size must be >= 1")
-    bad = set(outputs) - {"table", "geojson", "zarr", "overlay"}
+    bad = set(outputs) - set(OUTPUTS)
     if bad:
-        raise ValueError(f"unknown outputs {sorted(bad)}")
+        raise ValueError(f"unknown outputs {sorted(bad)}; valid: {', '.join(OUTPUTS)}")
     path = Path(path)
     seg = get_segmenter(model, backend=backend, **(segmenter_kwargs or {}))
     halo = int(seg.halo if halo is None else halo)
@@ -887,15 +820,24 @@ def segment_slide(
         plan = _plan(path, out_dir, reader, seg, timer, **kw)
         zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
-        run = _Run(plan, timer, zarr0, workers=int(workers), queue_size=int(queue_size), progress=progress)
+        committed = sum(done.values())
+        run = _Run(
+            plan,
+            timer,
+            zarr0,
+            workers=int(workers),
+            queue_size=int(queue_size),
+            progress=progress,
+            next_id=committed + 1,  # committed tiles are a prefix of the tile order: ids 1..committed
+        )
         run.done = len(plan.tiles) - len(todo)
         run.nuclei = sum(done.values())
         run(todo, len(plan.tiles))
         timing = timer.seconds
         timing.update({f"segment.{k}": float(v) for k, v in seg.timing.items()})
-        paths = _finalise(plan, timer, outputs)
+        paths = _finalise(plan, timer, outputs, run.nuclei)
         timing["wall"] = time.perf_counter() - t_start
-        return SlideResult(
+        result = SlideResult(
             slide=path,
             out_dir=out_dir,
             paths=paths,
@@ -913,36 +855,60 @@ def segment_slide(
             working_mpp=plan.working_mpp,
             scale=plan.grid.scale,
             model_state=plan.config["model"],
+            duplicates=run.labels.duplicates,
         )
+        _write_manifest(plan, result, run.labels.duplicates)
+        return result
     finally:
         if rundir is not None:
             rundir.close()
         reader.close()
 
 
-def _open_label_zarr(zpath: Path, shape, chunk: int):
-    import zarr
+def _count_rows(tiles_dir: Path, indices) -> int:
+    import pyarrow.parquet as pq
 
-    ch = int(min(max(256, chunk), 2048))
-    try:
-        g = zarr.open_group(str(zpath), mode="a")
-        a = g["0"] if "0" in g else None
-    except Exception as e:  # zarr raises its own types for damaged metadata
-        raise RunDirError(
-            f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
-            "(CLI: --no-resume) to start this run afresh"
-        ) from e
-    if a is not None:
-        if tuple(a.shape) != tuple(shape) or a.dtype != np.uint64:
-            raise RunDirError(
-                f"{zpath}: existing label array has shape {a.shape} ({a.dtype}), expected {shape} (uint64); "
-                "pass resume=False (CLI: --no-resume) to start this run afresh"
-            )
-        return a.with_config(_LABEL_CONFIG)
-    a = g.create_array("0", shape=tuple(shape), chunks=(ch, ch), dtype="uint64", fill_value=0)
-    return a.with_config(_LABEL_CONFIG)
+    return sum(pq.ParquetFile(tiles_dir / f"{i:06d}.parquet").metadata.num_rows for i in indices)
+
+
+def _tiles_on_damaged_chunks(plan: _Plan, zarr0, done: dict) -> set[int]:
+    """Committed tiles that painted into a label chunk that is missing under a committed nucleus or no
+    longer decodes (:func:`nucfast.slide._rundir.damaged_label_chunks`; damaged chunk files are deleted)."""
+    if not done:
+        return set()
+    store = getattr(zarr0, "store", None)
+    root = getattr(store, "root", None)
+    if root is None:  # not a local store: only the lost-pixel check applies
+        return set()
+    boxes = nucleus_boxes(plan.tiles_dir, done, plan.grid.scale)
+    array_dir = Path(root) / zarr0.path
+    chunks = damaged_label_chunks(zarr0, array_dir, [b for bs in boxes.values() for b in bs])
+    if not chunks:
+        return set()
+    ch, cw = zarr0.chunks
+    by_index = {t.index: t for t in plan.tiles}
+    out = set()
+    for i in done:  # a tile paints inside its core + halo
+        t, h = by_index[i], plan.halo
+        rows = range(max(t.row - h, 0) // ch, (t.row + t.height + h - 1) // ch + 1)
+        cols = range(max(t.col - h, 0) // cw, (t.col + t.width + h - 1) // cw + 1)
+        if any((r, c) in chunks for r in rows for c in cols):
+            out.add(i)
+    return out
 
 
 #: Every chunk a tile paints is written, zero or not, so that a resume can tell a deleted chunk from one
 #: that never held a nucleus (:func:`nucfast.slide._rundir.damaged_label_chunks`).
 _LABEL_CONFIG = {"write_empty_chunks": True}
+
+
+def _open_label_array(zpath: Path, shape, chunk: int):
+    try:
+        return _labels.open_label_array(zpath, shape, chunk).with_config(_LABEL_CONFIG)
+    except ValueError as e:
+        raise RunDirError(f"{e}; pass resume=False (CLI: --no-resume) to start this run afresh") from e
+    except Exception as e:  # zarr raises its own types for damaged metadata
+        raise RunDirError(
+            f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
+            "(CLI: --no-resume) to start this run afresh"
+        ) from e

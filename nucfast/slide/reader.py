@@ -21,6 +21,7 @@ Readers are subclasses of :class:`SlideReader` (:class:`CuCIMReader`, :class:`Op
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -412,6 +413,64 @@ class SlideReader:
 
 
 # -- backends -------------------------------------------------------------------------------------
+def _cufile_settings() -> None:
+    """cuFile (GPUDirect Storage, which cuCIM loads when torch has preloaded ``libcufile``) writes
+    ``cufile.log`` into the working directory unless ``CUFILE_LOGFILE_PATH`` says otherwise: send it to a
+    per-user folder of the temp directory (a user's own setting wins). Must run before ``import cucim``
+    (cuFile opens its log when cuCIM's library is loaded)."""
+    if "CUFILE_LOGFILE_PATH" not in os.environ:
+        import tempfile
+
+        d = Path(tempfile.gettempdir()) / f"nucfast-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        d.mkdir(exist_ok=True)
+        os.environ["CUFILE_LOGFILE_PATH"] = str(d / "cufile.log")
+
+
+def _cuda_driver_present() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+class _CudaLessCuFileLines:
+    """On a host without the CUDA driver, cuFile's driver open fails and prints ``dlopen error
+    libcuda.so.1 ... cuFile initialization failed`` to the C stdout, once when cuCIM's library loads and
+    once when its slide plug-in loads; no cuFile setting silences it (``CUFILE_LOGGING_LEVEL`` and
+    ``cufile.json`` ``logging.level`` were tried). Only around those two calls, and only on such hosts,
+    file descriptor 1 goes to a temporary file whose text is logged at DEBUG level (logger
+    ``nucfast.slide.reader``); nothing else is redirected."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        self.active = not _cuda_driver_present()
+        if self.active:
+            sys.stdout.flush()
+            self.tmp = tempfile.TemporaryFile()
+            self.saved = os.dup(1)
+            os.dup2(self.tmp.fileno(), 1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            os.dup2(self.saved, 1)
+            os.close(self.saved)
+            self.tmp.seek(0)
+            text = self.tmp.read().decode(errors="replace").strip()
+            self.tmp.close()
+            if text:
+                log.debug("cuCIM/cuFile start-up output (no CUDA driver on this host): %s", text)
+        return False
+
+
+_cucim_started = False
+
+
 class CuCIMReader(SlideReader):
     """cuCIM (``CuImage``): fastest; GPU decode when a CUDA device reads (``read_region_tensor``)."""
 
@@ -419,9 +478,13 @@ class CuCIMReader(SlideReader):
 
     @staticmethod
     def open(path: Path):
-        from cucim import CuImage  # optional heavy dependency (RAPIDS)
+        global _cucim_started
+        _cufile_settings()
+        with _CudaLessCuFileLines() if not _cucim_started else contextlib.nullcontext():
+            from cucim import CuImage  # optional heavy dependency (RAPIDS)
 
-        im = CuImage(str(path))
+            im = CuImage(str(path))  # the first open loads the slide plug-in (and its cuFile)
+        _cucim_started = True
         res = im.resolutions
         levels = []
         for (w, h), ds, tile in zip(

@@ -12,7 +12,9 @@ without touching the engine:
 - optional ``state()`` -> JSON-able dict (recorded in the run manifest: a resumed run must match it);
 - ``__call__(rgb)`` with ``rgb`` a (h, w, 3) uint8 array -> :class:`TileSegmentation`.
 - optional ``timing`` dict of cumulative seconds per sub-stage (e.g. ``infer``, ``postprocess``);
-- optional ``backend`` (str): where it runs (default ``"cpu"``).
+- optional ``backend`` (str): where it runs (default ``"cpu"``);
+- optional ``stride`` (int, default 1): the engine starts every tile's input window at a multiple of it
+  in working pixels (a strided network's output is translation-equivariant only by its stride).
 
 :class:`ModelSegmenter` runs a trained network (USE-Net, the default, or the attention model);
 :class:`BaselineSegmenter` is the no-learning baseline: haematoxylin by colour deconvolution, one
@@ -128,6 +130,7 @@ class BaselineSegmenter:
 
     name = "baseline"
     backend = "cpu"
+    stride = 1
 
     def __init__(
         self, threshold: float | None = None, *, mpp: float = 0.25, halo: int = 64, postprocess=None
@@ -197,15 +200,15 @@ class ModelSegmenter:
     model : {"usenet", "attention"} or path to weights
     backend : {"auto", "cpu", "cuda", "torch", "onnxruntime", "tensorrt"}
         ``"auto"``/``"cpu"``/``"cuda"`` choose the device and let :func:`nucfast.engines.select_backend`
-        pick the engine there (TensorRT when an engine is cached, else torch, on a GPU; onnxruntime on the
-        CPU); the other three force that engine.
+        pick the engine there (TensorRT when an engine is cached, else torch, on a GPU; on the CPU torch in
+        bfloat16 when the model allows it and the CPU has AMX (``Model.bf16``), else onnxruntime); the other
+        three force that engine (``"torch"`` in float32).
     mpp : float, optional
         Working resolution (default the model's: 0.25 um/px, the 40x scale of the MoNuSeg training images).
     halo : int, optional
-        Context each side (working px; default the model's). USE-Net: 64, the largest nucleus plus the
-        post-processing's reach, as for the baseline; its output also depends on the whole input window
-        (squeeze-excitation), so tiled results agree closely, not exactly, with whole-image inference, and a
-        wider halo barely changes that (measured for 32-128 px, docs/SLIDE.md). Attention: 160 = largest
+        Context each side (working px; default the model's). USE-Net: 128 (frozen slide-level
+        squeeze-excitation gates and windows on its 32-px stride grid make it local: tiled and whole-image
+        nuclei agree to >= 99.7 %, docs/SLIDE.md). Attention: 160 = largest
         nucleus (44) + the network's receptive-field radius (83) + the post-processing's reach (~20, rounded
         up): the network is local, so every nucleus touching a core is computed exactly as in a whole-image
         run.
@@ -241,19 +244,22 @@ class ModelSegmenter:
         self.mpp = float(mpp if mpp is not None else self.model.mpp)
         self.halo = int(halo if halo is not None else self.model.halo)
         self.tta = bool(tta)
+        self.stride = self.model.stride
         # USE-Net runs with frozen slide-level squeeze-excitation gates (an input of its graph), so a tile's
         # probabilities do not depend on the tile; onnxruntime runs the export, TensorRT's engine cache is
         # keyed by it (one export per loaded model)
         self._se = getattr(self.model.net, "n_se_gates", 0) > 0
-        onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
         if backend in ("auto", "cpu", "cuda"):
             device = "cpu" if backend == "cpu" or not torch.cuda.is_available() else "cuda"
             if backend == "cuda" and device != "cuda":
                 raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
+            bf16 = device == "cpu" and self.model.bf16  # torch bf16 on the CPU: no ONNX export needed
+            onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
             self.engine = select_backend(
-                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads
+                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads, cpu_bf16=bf16
             )
         else:
+            onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
             self.engine = select_backend(backend, self.model.net, onnx=onnx, intra_op_threads=threads)
         self.context: models.Context | None = None  # slide-level statistics, set by fit()
         self.timing = {"normalize": 0.0, "infer": 0.0, "postprocess": 0.0}
@@ -287,7 +293,7 @@ class ModelSegmenter:
 
     def _infer(self, x):
         h, w = x.shape[-2:]
-        x = models.pad_to_multiple(x, 32)
+        x = models.pad_to_multiple(x, self.stride)
         inputs = self.context.inputs if self._se else {}
         if not self.tta:
             return self.engine(x[None], **inputs)[0, :, :h, :w]
@@ -299,10 +305,9 @@ class ModelSegmenter:
         if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
             raise ValueError(f"tile must be uint8 (h, w, 3), got {rgb.shape} {rgb.dtype}")
         t0 = time.perf_counter()
-        x = torch.from_numpy(np.require(rgb[..., :3], requirements=["C", "W"])).permute(2, 0, 1) / 255.0
         if self.context is None:
             raise RuntimeError("ModelSegmenter: call fit(samples) before segmenting (slide-level statistics)")
-        x = self.context.normalize(x)
+        x = self.context.normalize_u8(torch.from_numpy(np.require(rgb, requirements=["C"])))  # fused op
         t1 = time.perf_counter()
         probs = self._infer(x).float().cpu().numpy()
         t2 = time.perf_counter()
@@ -334,6 +339,7 @@ class Segmenter(Protocol):
     mpp: float
     halo: int
     backend: str
+    stride: int
     timing: dict
 
     def fit(self, samples: list) -> None: ...
@@ -352,6 +358,7 @@ class _Adapted:
         self.mpp = float(obj.mpp)
         self.halo = int(obj.halo)
         self.backend = str(getattr(obj, "backend", "cpu"))
+        self.stride = int(getattr(obj, "stride", 1))
 
     @property
     def timing(self) -> dict:
