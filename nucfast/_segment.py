@@ -159,8 +159,8 @@ def segment_image(
     postprocess : callable replacing the model's post-processing (:func:`postprocess_probs`); USE-Net:
         ``f(p_mask, p_marker)``, attention: ``f(binary)``; both return int labels
     device : run the network here (default: the tensor's device, else CPU)
-    tile : images larger than this on a side run in overlapping tiles (at least 3x the model's overlap:
-        USE-Net 384, attention 288)
+    tile : images larger than this on a side run in overlapping tiles (each window must keep a third of its
+        side: USE-Net >= 447, attention >= 288)
 
     Returns
     -------

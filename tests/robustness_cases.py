@@ -206,8 +206,11 @@ def _write(p: Path, data: bytes) -> None:
     p.write_bytes(data)
 
 
+LEVEL0 = ("labels.zarr", "nuclei", "0")  # the label image's level 0 (nucfast.slide._labels)
+
+
 def _first_chunk(out: Path) -> Path:
-    root = out / "labels.zarr" / "nuclei" / "0"
+    root = out.joinpath(*LEVEL0)
     chunks = sorted(q for q in root.rglob("*") if q.is_file() and q.name != "zarr.json")
     return chunks[len(chunks) // 2]
 
@@ -243,7 +246,7 @@ def rundir_damages() -> list[tuple[str, object, dict]]:
         return f
 
     def drop_chunks(out: Path):
-        for q in (out / "labels.zarr" / "nuclei" / "0").rglob("*"):
+        for q in out.joinpath(*LEVEL0).rglob("*"):
             if q.is_file() and q.name != "zarr.json":
                 q.unlink()
 
@@ -266,7 +269,7 @@ def rundir_damages() -> list[tuple[str, object, dict]]:
         ("label_chunks_all_deleted", drop_chunks, {}),
         ("label_chunk_truncated", lambda o: trunc(_first_chunk(o)), {}),
         ("label_chunk_random", lambda o: randomise(_first_chunk(o)), {}),
-        ("label_metadata_garbage", lambda o: _write(o / "labels.zarr/nuclei/0/zarr.json", b"{nope"), {}),
+        ("label_metadata_garbage", lambda o: _write(o.joinpath(*LEVEL0, "zarr.json"), b"{nope"), {}),
         ("labels_deleted", lambda o: shutil.rmtree(o / "labels.zarr"), {}),
         ("marker_deleted", lambda o: (o / ".nucfast-run").unlink(), {}),
         ("stale_lock_file", lambda o: _write(o / ".nucfast-lock", b"99999999"), {}),

@@ -43,8 +43,8 @@ def sliding_window(
     context each side of the part kept (none beyond the image border). Every window starts at a multiple
     of ``multiple``: a strided network is translation-equivariant only by multiples of its stride, so this
     is what makes the result equal the slide engine's, whose tiles start there too (the last window is
-    shorter rather than shifted inwards off the grid).
-    ``tile >= 3 overlap``: each window keeps at least its central third, bounding the work.
+    shorter rather than shifted inwards off the grid). ``tile`` must leave each window at least a third
+    of its side to keep, which bounds the work to 9x that of non-overlapping windows.
     """
     if x.ndim != 3:
         raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
@@ -52,13 +52,15 @@ def sliding_window(
     if overlap < 0 or multiple < 1:
         raise ValueError(f"overlap must be >= 0 and multiple >= 1, got {overlap}, {multiple}")
     # kept rows [r0, r0 + step) of the window [r0 - overlap floored to the grid, + tile)
-    step = (tile - 2 * overlap - (multiple - 1)) // multiple * multiple
-    if tile < 3 * overlap or step <= 0:
-        # each window keeps its central (tile - 2 overlap) px: at least a third of its side, so the number
-        # of windows (and the work) stays within 9x that of non-overlapping windows
+    def kept(t: int) -> int:
+        return (t - 2 * overlap - (multiple - 1)) // multiple * multiple
+
+    step = kept(tile)
+    if step <= 0 or 3 * step < tile:
+        least = next(t for t in range(1, 8 * (overlap + multiple) + 2) if kept(t) > 0 and 3 * kept(t) >= t)
         raise ValueError(
-            f"tile must be at least 3 x the overlap ({3 * overlap} px) and exceed twice the overlap plus the "
-            f"stride ({2 * overlap + multiple} px), got tile={tile}"
+            f"tile must be at least {least} px (overlap {overlap} px each side, stride {multiple}: each "
+            f"window keeps at least a third of its side), got tile={tile}"
         )
     _, h, w = x.shape
 

@@ -17,9 +17,9 @@ own files only, and checked before a resume trusts what it holds.
   of ints, else refused), :func:`committed_prefix` (each committed tile table must read back completely
   with the expected columns, its tile's nuclei and the running ids; ids are assigned in tile order, so
   from the first damaged or missing table on every tile is deleted and recomputed: repair),
-  :func:`damaged_label_chunks` (label chunks that a committed nucleus needs but that are missing, or that
-  no longer decode: deleted) and :func:`lost_label_tiles` (committed nuclei whose pixels read back as
-  background): from the first tile that painted there on, tiles are recomputed and repainted.
+  :func:`lost_label_tiles` (committed nuclei whose pixels are gone from the label image) and
+  :func:`damaged_label_chunks` (label chunks a committed nucleus needs that are missing, or that no longer
+  decode): from the first such tile on, tiles are recomputed and repainted.
 """
 
 from __future__ import annotations
@@ -182,8 +182,7 @@ class RunDir:
 
     def _write_marker(self) -> None:
 
-        doc = {"nucfast_run_dir": 1, "nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "pid": os.getpid()}  # fmt: skip
+        doc = {"nucfast": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}
         _atomic_write(self.path / MARKER, json.dumps(doc).encode())
 
     def _lock(self) -> None:

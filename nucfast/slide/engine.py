@@ -468,35 +468,15 @@ def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
         tiles_dir.mkdir(exist_ok=True)
         zarr0 = _open_label_array(zpath, plan.grid.shape, tile)
         done = committed_prefix(tiles_dir, [t.index for t in plan.tiles], _schema(True))
-        if done:
-            _repair_labels(plan, zarr0, done)
+        lost = _tiles_on_damaged_chunks(plan, zarr0, done)  # first: deletes undecodable chunks
+        lost |= lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale)
+        if lost:  # ids are assigned in tile order: everything from the first lost tile on is recomputed
+            first = min(lost)
+            for i in [i for i in done if i >= first]:
+                log.warning("%s: tile %d is recomputed (labels damaged or missing in %s)", out_dir, i, zpath)
+                (tiles_dir / f"{i:06d}.parquet").unlink()
+                del done[i]
     return zarr0, done
-
-
-def _repair_labels(plan: _Plan, zarr0, done: dict) -> None:
-    """Uncommit (recompute and repaint) the committed tiles whose labels are damaged: those that painted
-    into a missing or undecodable chunk, and those whose nuclei read back as background."""
-    tiles_dir, zpath = plan.tiles_dir, plan.labels
-    scale = plan.grid.scale
-    boxes = nucleus_boxes(tiles_dir, done, scale)
-    chunks = damaged_label_chunks(zarr0, zpath / _labels.NAME / "0", [b for bs in boxes.values() for b in bs])
-    ch, cw = zarr0.chunks
-    by_index = {t.index: t for t in plan.tiles}
-    redo = set()
-    for i in done:  # a tile paints inside its core + halo
-        t, h = by_index[i], plan.halo
-        rows = range(max(t.row - h, 0) // ch, (t.row + t.height + h - 1) // ch + 1)
-        cols = range(max(t.col - h, 0) // cw, (t.col + t.width + h - 1) // cw + 1)
-        if any((r, c) in chunks for r in rows for c in cols):
-            redo.add(i)
-    redo |= lost_label_tiles(zarr0, tiles_dir, set(done) - redo, scale)
-    if not redo:
-        return
-    first = min(redo)  # ids are assigned in tile order: everything from the first damaged tile on is redone
-    for i in sorted(i for i in done if i >= first):
-        log.warning("%s: tile %d's labels in %s are damaged: the tile is recomputed", plan.out_dir, i, zpath)
-        (tiles_dir / f"{i:06d}.parquet").unlink()
-        del done[i]
 
 
 # -- stages 2-5: read, segment, measure, write (threads with bounded queues) --------------------------
@@ -891,9 +871,40 @@ def _count_rows(tiles_dir: Path, indices) -> int:
     return sum(pq.ParquetFile(tiles_dir / f"{i:06d}.parquet").metadata.num_rows for i in indices)
 
 
+def _tiles_on_damaged_chunks(plan: _Plan, zarr0, done: dict) -> set[int]:
+    """Committed tiles that painted into a label chunk that is missing under a committed nucleus or no
+    longer decodes (:func:`nucfast.slide._rundir.damaged_label_chunks`; damaged chunk files are deleted)."""
+    if not done:
+        return set()
+    store = getattr(zarr0, "store", None)
+    root = getattr(store, "root", None)
+    if root is None:  # not a local store: only the lost-pixel check applies
+        return set()
+    boxes = nucleus_boxes(plan.tiles_dir, done, plan.grid.scale)
+    array_dir = Path(root) / zarr0.path
+    chunks = damaged_label_chunks(zarr0, array_dir, [b for bs in boxes.values() for b in bs])
+    if not chunks:
+        return set()
+    ch, cw = zarr0.chunks
+    by_index = {t.index: t for t in plan.tiles}
+    out = set()
+    for i in done:  # a tile paints inside its core + halo
+        t, h = by_index[i], plan.halo
+        rows = range(max(t.row - h, 0) // ch, (t.row + t.height + h - 1) // ch + 1)
+        cols = range(max(t.col - h, 0) // cw, (t.col + t.width + h - 1) // cw + 1)
+        if any((r, c) in chunks for r in rows for c in cols):
+            out.add(i)
+    return out
+
+
+#: Every chunk a tile paints is written, zero or not, so that a resume can tell a deleted chunk from one
+#: that never held a nucleus (:func:`nucfast.slide._rundir.damaged_label_chunks`).
+_LABEL_CONFIG = {"write_empty_chunks": True}
+
+
 def _open_label_array(zpath: Path, shape, chunk: int):
     try:
-        a = _labels.open_label_array(zpath, shape, chunk)
+        return _labels.open_label_array(zpath, shape, chunk).with_config(_LABEL_CONFIG)
     except ValueError as e:
         raise RunDirError(f"{e}; pass resume=False (CLI: --no-resume) to start this run afresh") from e
     except Exception as e:  # zarr raises its own types for damaged metadata
@@ -901,9 +912,3 @@ def _open_label_array(zpath: Path, shape, chunk: int):
             f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
             "(CLI: --no-resume) to start this run afresh"
         ) from e
-    return a.with_config(_LABEL_CONFIG)
-
-
-#: Every chunk a tile paints is written, zero or not, so that a resume can tell a deleted chunk from one
-#: that never held a nucleus (:func:`nucfast.slide._rundir.damaged_label_chunks`).
-_LABEL_CONFIG = {"write_empty_chunks": True}
