@@ -91,8 +91,9 @@ def test_ids_shape_norm_and_kinds(net, device):
     np.testing.assert_array_equal(ids, np.unique(lab)[1:])
     assert ids.dtype == np.int64 and emb.dtype == np.float32 and emb.shape == (ids.size, 128)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    t_ids, t_emb = nucfast.embed_nuclei(torch.from_numpy(rgb).to(device), torch.from_numpy(lab).to(device),
-                                        model=net)  # fmt: skip
+    t_ids, t_emb = nucfast.embed_nuclei(
+        torch.from_numpy(rgb).to(device), torch.from_numpy(lab).to(device), model=net
+    )
     assert isinstance(t_emb, torch.Tensor) and t_emb.device.type == device and t_ids.device.type == device
     np.testing.assert_array_equal(t_ids.cpu().numpy(), ids)
     np.testing.assert_allclose(t_emb.cpu().numpy(), emb, atol=1e-4 if device == "cuda" else 1e-6)

@@ -28,8 +28,20 @@ def data_dir(tmp_path_factory):
 
 
 def _cfg(data_dir, out, **kw):
-    base = dict(data=str(data_dir), out=str(out), steps=4, batch=8, queue=16, n_val=1, val_every=2,
-                ckpt_every=1, log_every=1, threads=1, norm_target="img0", max_val_nuclei=12)  # fmt: skip
+    base = dict(
+        data=str(data_dir),
+        out=str(out),
+        steps=4,
+        batch=8,
+        queue=16,
+        n_val=1,
+        val_every=2,
+        ckpt_every=1,
+        log_every=1,
+        threads=1,
+        norm_target="img0",
+        max_val_nuclei=12,
+    )
     base.update(kw)
     return Nuc2VecConfig(**base)
 

@@ -115,10 +115,17 @@ class Nuc2Vec(nn.Module):
                 f"size must be >= 8 and a multiple of upsample, got size={size} upsample={upsample}"
             )
         self.config = dict(
-            size=int(size), upsample=int(upsample), stem_width=int(stem_width), stem_kernel=int(stem_kernel),
-            stem_stride=int(stem_stride), maxpool=bool(maxpool), blocks=[int(b) for b in blocks],
-            widths=[int(w) for w in widths], hidden=int(hidden), dim=int(dim),
-        )  # fmt: skip
+            size=int(size),
+            upsample=int(upsample),
+            stem_width=int(stem_width),
+            stem_kernel=int(stem_kernel),
+            stem_stride=int(stem_stride),
+            maxpool=bool(maxpool),
+            blocks=[int(b) for b in blocks],
+            widths=[int(w) for w in widths],
+            hidden=int(hidden),
+            dim=int(dim),
+        )
         self.size, self.upsample, self.dim = int(size), int(upsample), int(dim)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -128,8 +135,11 @@ class Nuc2Vec(nn.Module):
         stages, cin = [], stem_width
         for i, (n, w) in enumerate(zip(blocks, widths, strict=True)):
             first = 1 if (i == 0 and maxpool) else 2
-            stages.append(nn.Sequential(*[BasicBlock(cin if j == 0 else w, w, first if j == 0 else 1)
-                                          for j in range(n)]))  # fmt: skip
+            stages.append(
+                nn.Sequential(
+                    *[BasicBlock(cin if j == 0 else w, w, first if j == 0 else 1) for j in range(n)]
+                )
+            )
             cin = w
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.head = nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
@@ -163,9 +173,19 @@ class Nuc2Vec(nn.Module):
 
 NUC2VEC_CONFIGS: dict[str, dict] = {
     "lite": {},
-    "paper": dict(size=128, upsample=2, stem_width=64, stem_kernel=7, stem_stride=2, maxpool=True,
-                  blocks=[3, 4, 6, 3], widths=[64, 128, 256, 512], hidden=512, dim=128),
-}  # fmt: skip
+    "paper": dict(
+        size=128,
+        upsample=2,
+        stem_width=64,
+        stem_kernel=7,
+        stem_stride=2,
+        maxpool=True,
+        blocks=[3, 4, 6, 3],
+        widths=[64, 128, 256, 512],
+        hidden=512,
+        dim=128,
+    ),
+}
 
 
 def build_nuc2vec(config: dict | None = None) -> Nuc2Vec:
@@ -255,8 +275,9 @@ def embed_labels(
         p = extract_patches(rgb, cen[s : s + batch], win, fill=fill)
         p = p.float() / 255.0 if is_u8 else p.float()
         if win != target:
-            p = F.interpolate(p, size=(target, target), mode="bilinear", align_corners=False,
-                              antialias=win > target)  # fmt: skip
+            p = F.interpolate(
+                p, size=(target, target), mode="bilinear", align_corners=False, antialias=win > target
+            )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and p.device.type == "cpu"):
             out[s : s + batch] = net(p.contiguous(memory_format=torch.channels_last)).float()
     return ids, F.normalize(out, dim=1)

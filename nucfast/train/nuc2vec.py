@@ -198,10 +198,13 @@ def gaussian_blur(x: torch.Tensor, sigma) -> torch.Tensor:
     return y.reshape(n, c, hh, ww)
 
 
-def augment_views(x: torch.Tensor, rng: np.random.Generator, *, extra: torch.Tensor | None = None):
+def augment_views(
+    x: torch.Tensor, rng: np.random.Generator, *, extra: torch.Tensor | None = None, color: bool = True
+):
     """The per-view augmentations of the module docstring on a batch (N, 3, w, w) in [0, 1], all random
     parameters from ``rng``. ``extra`` (N, C, w, w): channels (a nucleus mask) warped with the same geometry
-    (bilinear) and no colour change; then ``(x, extra)`` is returned."""
+    (bilinear) and no colour change; then ``(x, extra)`` is returned. ``color=False``: geometry and blur only
+    (the colour parameters are still drawn, so the geometry is that of ``color=True``)."""
     n, _, w, _ = x.shape
     scale = rng.uniform(0.5, 1.0, n)
     ratio = np.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3), n))
@@ -225,7 +228,8 @@ def augment_views(x: torch.Tensor, rng: np.random.Generator, *, extra: torch.Ten
     c = np.where(jit, rng.uniform(0.5, 1.5, n), 1.0)
     s = np.where(jit, rng.uniform(0.6, 1.4, n), 1.0)
     h = np.where(jit, rng.uniform(-0.5, 0.5, n), 0.0)
-    y = color_jitter(y, b, c, s, h)
+    if color:
+        y = color_jitter(y, b, c, s, h)
     blur = rng.random(n) < 0.5
     sig = rng.uniform(0.1, 1.0, n)
     if blur.any():
@@ -278,8 +282,17 @@ class MoCo(nn.Module):
         return self.queue if f >= self.queue.shape[0] else self.queue[:f]
 
 
-def align_uniform_loss(q, k, negatives, *, t: float = 3.0, align_w: float = 3.0, unif_w: float = 1.0,
-                       nce_w: float = 0.0, tau: float = 0.07) -> tuple[torch.Tensor, dict]:  # fmt: skip
+def align_uniform_loss(
+    q,
+    k,
+    negatives,
+    *,
+    t: float = 3.0,
+    align_w: float = 3.0,
+    unif_w: float = 1.0,
+    nce_w: float = 0.0,
+    tau: float = 0.07,
+) -> tuple[torch.Tensor, dict]:
     """``align_w`` L_align + ``unif_w`` L_unif (+ ``nce_w`` InfoNCE) of unit vectors q, k (B, d) and the queue
     ``negatives`` (K, d); L_unif = log mean exp(-t d^2) over q vs queue and the in-batch pairs of q."""
     align = (q - k).pow(2).sum(1).mean()
@@ -376,12 +389,33 @@ def train_nuc2vec(
 
     def ship_meta(res):
         return {
-            "kind": "nuc2vec", "arch": cfg.arch, "config": net.config, "step": step, "val": res,
-            "selection": "val-retrieval-top1", "input": "rgb01", "norm": "none", "mpp": 0.25,
-            "train_names": cfg.train_names, "val_names": cfg.val_names, "wall_seconds": wall,
-            "train_nuclei": len(train), "loss": {k: getattr(cfg, k) for k in (
-                "align_weight", "unif_weight", "unif_t", "nce_weight", "queue", "momentum", "batch", "lr")},
-        }  # fmt: skip
+            "kind": "nuc2vec",
+            "arch": cfg.arch,
+            "config": net.config,
+            "step": step,
+            "val": res,
+            "selection": "val-retrieval-top1",
+            "input": "rgb01",
+            "norm": "none",
+            "mpp": 0.25,
+            "train_names": cfg.train_names,
+            "val_names": cfg.val_names,
+            "wall_seconds": wall,
+            "train_nuclei": len(train),
+            "loss": {
+                k: getattr(cfg, k)
+                for k in (
+                    "align_weight",
+                    "unif_weight",
+                    "unif_t",
+                    "nce_weight",
+                    "queue",
+                    "momentum",
+                    "batch",
+                    "lr",
+                )
+            },
+        }
 
     t_last = time.time()
     acc: dict[str, float] = {}
@@ -397,9 +431,15 @@ def train_nuc2vec(
             q = moco.q(xq.contiguous(memory_format=cl))
             k = moco.keys(xk.contiguous(memory_format=cl), rng, cfg.shuffle_bn_group)
         loss, parts = align_uniform_loss(
-            q.float(), k.float(), moco.negatives(), t=cfg.unif_t, align_w=cfg.align_weight,
-            unif_w=cfg.unif_weight, nce_w=cfg.nce_weight, tau=cfg.nce_tau,
-        )  # fmt: skip
+            q.float(),
+            k.float(),
+            moco.negatives(),
+            t=cfg.unif_t,
+            align_w=cfg.align_weight,
+            unif_w=cfg.unif_weight,
+            nce_w=cfg.nce_weight,
+            tau=cfg.nce_tau,
+        )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -428,8 +468,16 @@ def train_nuc2vec(
             if improved:
                 best = res["top1"]
                 save_weights(run.best, moco.q, metadata=ship_meta(res), half=False)
-            run.log({"event": "val", "step": step, **res, "best_top1": best, "improved": improved,
-                     "val_seconds": round(time.time() - t0, 1)})  # fmt: skip
+            run.log(
+                {
+                    "event": "val",
+                    "step": step,
+                    **res,
+                    "best_top1": best,
+                    "improved": improved,
+                    "val_seconds": round(time.time() - t0, 1),
+                }
+            )
             t_last = time.time()
         if run.checkpoint_or_stop(step, moco, opt, rng, extra()):
             break
