@@ -217,3 +217,18 @@ def test_bad_input_errors(net):
         nucfast.embed_nuclei(rgb.tolist(), lab, model=net)
     with pytest.raises(ValueError, match="labels must be non-negative"):
         nucfast.embed_nuclei(rgb, -lab, model=net)
+
+
+def test_onnx_export_matches_torch():
+    ort = pytest.importorskip("onnxruntime")
+    from nucfast.engines import export_onnx
+
+    m = models.load("nuc2vec")
+    sess = ort.InferenceSession(export_onnx("nuc2vec"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["embedding"]
+    x = torch.rand(7, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    got = sess.run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        ref = m.net(x).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
