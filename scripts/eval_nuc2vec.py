@@ -5,7 +5,10 @@
 Feature sets, per nucleus of the 30 images (annotated label maps):
 - ``nuc2vec``: the shipped (or ``--model``) embeddings; ``random``: the same architecture untrained (seed 0);
 - ``handcrafted``: :func:`nucfast.features.handcrafted_features` (area, axes, eccentricity, solidity,
-  mean/std of RGB and H/E optical density), standardised.
+  mean/std of RGB and H/E optical density), standardised;
+- ``nuc2vec_trunk`` (extra row, not the embedding): the same trained network's pooled trunk features
+  (256-d) before the MLP head, the usual input of linear probes in self-supervised work.
+The probes (a), (b), (d) use nuclei of all 30 images; 24 of them trained the encoder (without labels).
 
 Measures (all probes on standardised features, folds split by image):
 (a) ridge probes predicting each morphology measure (R^2, 5-fold GroupKFold by image); the hand-crafted set
@@ -36,7 +39,7 @@ import nucfast
 from nucfast import models
 from nucfast.datasets import list_names, read_labels, read_rgb
 from nucfast.features import FEATURE_NAMES, MORPHOLOGY, handcrafted_features
-from nucfast.models.nuc2vec import IMAGENET_MEAN, extract_patches, nucleus_centroids
+from nucfast.models.nuc2vec import IMAGENET_MEAN, embed_labels, extract_patches, nucleus_centroids
 from nucfast.train.nuc2vec import augment_views
 
 #: MoNuSeg 2018 training images by TCGA tissue source site (the MoNuSeg site calls the lung images "liver";
@@ -63,6 +66,17 @@ ORGAN_OF_SITE = {
 }
 
 
+class TrunkView(torch.nn.Module):
+    """A Nuc2Vec network seen through its pooled trunk features (before the MLP head)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.window, self.dim = net, net.window, net.config["widths"][-1]
+
+    def forward(self, x):
+        return torch.nn.functional.normalize(self.net.trunk(x).float(), dim=1)
+
+
 def organ(name: str) -> str:
     return ORGAN_OF_SITE[name.split("-")[1]]
 
@@ -83,7 +97,11 @@ def collect(data: Path, names, nets: dict, max_per_image: int, seed: int):
         rows["handcrafted"].append(xh[sel])
         rows["image"].append(np.full(sel.size, i))
         for k, m in nets.items():
-            ids, emb = nucfast.embed_nuclei(rgb, lab, model=m)
+            if isinstance(m, TrunkView):
+                x, lt = torch.from_numpy(np.array(rgb)).permute(2, 0, 1), torch.from_numpy(lab)
+                ids, emb = (t.numpy() for t in embed_labels(m, x, lt))
+            else:
+                ids, emb = nucfast.embed_nuclei(rgb, lab, model=m)
             assert (ids == ids_h).all()
             rows[k].append(emb[sel])
     return {k: np.concatenate(v) for k, v in rows.items()}
@@ -117,7 +135,7 @@ def probe_organ(feats: dict, groups: np.ndarray, organs: np.ndarray) -> dict:
         xs = _std(x)
         pred = np.empty(len(organs), dtype=object)
         for tr, te in LeaveOneGroupOut().split(xs, organs, groups):
-            clf = LogisticRegression(max_iter=300, C=1.0).fit(xs[tr], organs[tr])
+            clf = LogisticRegression(max_iter=1000, C=1.0).fit(xs[tr], organs[tr])
             pred[te] = clf.predict(xs[te])
         img_correct = []
         for g in np.unique(groups):
@@ -179,7 +197,7 @@ def retrieval(data: Path, names, nets: dict, max_nuclei: int, seed: int) -> dict
         b, mb = torch.cat([v[0] for v in vb]), torch.cat([v[1] for v in vb])
         row = {}
         for k, m in nets.items():
-            net = models.load(m).net.eval()
+            net = m if isinstance(m, TrunkView) else models.load(m).net.eval()
             with torch.no_grad():
                 ea = torch.cat([net(a[i : i + 512]) for i in range(0, len(a), 512)])
                 eb = torch.cat([net(b[i : i + 512]) for i in range(0, len(b), 512)])
@@ -235,7 +253,7 @@ def main(argv=None) -> int:
     trained = models.load(args.model)
     torch.manual_seed(0)
     random = models.load("nuc2vec_lite")
-    nets = {"nuc2vec": trained, "random": random}
+    nets = {"nuc2vec": trained, "random": random, "nuc2vec_trunk": TrunkView(trained.net.eval())}
     names = list_names(data)[: args.images]
     val = trained.meta.get("val_names") or []
     feats = collect(data, names, nets, args.max_per_image, args.seed)
@@ -262,7 +280,7 @@ def main(argv=None) -> int:
 
 
 def markdown(res: dict) -> str:
-    sets = ("nuc2vec", "random", "handcrafted")
+    sets = ("nuc2vec", "random", "handcrafted", "nuc2vec_trunk")
     lines = ["| measure | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
     for m in (*MORPHOLOGY, "mean"):
         lines.append(

@@ -155,8 +155,8 @@ class Nuc2Vec(nn.Module):
         """Side in px (at 0.25 um/px) of the window cut around each centroid (before ``upsample``)."""
         return self.size // self.upsample
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Head output before the L2 normalisation, (N, dim)."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Globally pooled trunk features (N, widths[-1]) before the MLP head (for linear probes)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"x must have shape (N, 3, H, W), got {tuple(x.shape)}")
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -164,7 +164,11 @@ class Nuc2Vec(nn.Module):
             x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
         x = self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Head output before the L2 normalisation, (N, dim)."""
+        return self.head(self.trunk(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings (N, dim), unit L2 norm, of patches (N, 3, window, window) in [0, 1]."""
