@@ -30,7 +30,7 @@ def _as_rgb(rgb) -> tuple[torch.Tensor, bool]:
 
 
 @torch.no_grad()
-def embed_nuclei(rgb, labels, *, model="nuc2vec", mpp: float = 0.25, batch: int = 512, device=None):
+def embed_nuclei(rgb, labels, *, model="nuc2vec", mpp: float = 0.25, batch: int = 512, device=None, ids=None):
     """One L2-normalised vector per nucleus (Nuc2Vec, :mod:`nucfast.models.nuc2vec`).
 
     Parameters
@@ -47,10 +47,13 @@ def embed_nuclei(rgb, labels, *, model="nuc2vec", mpp: float = 0.25, batch: int 
     batch : int
         Nuclei per network call (memory: ~50 kB per nucleus at the default network).
     device : where the network runs (default: the tensors' device, CPU for numpy).
+    ids : optional integer array/tensor of label values to embed (e.g. the nuclei a slide tile owns, not
+        those of its halo); each must be present in ``labels``. Default: every label present.
 
     Returns
     -------
-    ids : (n,) int64, the label values present in ``labels`` (ascending, 0 excluded)
+    ids : (n,) int64, the label values present in ``labels`` (ascending, 0 excluded), or the unique
+        values of the ``ids`` argument (ascending)
     embeddings : (n, d) float32, unit L2 norm, row i belongs to ``ids[i]``
 
     numpy for numpy input, tensors on the input's device for tensor input.
@@ -71,13 +74,22 @@ def embed_nuclei(rgb, labels, *, model="nuc2vec", mpp: float = 0.25, batch: int 
         raise ValueError(f"mpp must be a positive number (um/px), got {mpp!r}")
     if not (isinstance(batch, int) and batch >= 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
+    only = None
+    if ids is not None:
+        only = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids)
+        if only.is_floating_point() or only.dtype == torch.bool or only.ndim != 1:
+            raise ValueError(
+                f"ids must be a 1-d integer array of label values, got {tuple(only.shape)} {only.dtype}"
+            )
     m = models.load(model)
     if m.task != "nucleus-embedding":
         raise ValueError(f"model {m.name!r} is a {m.task} model, not a nucleus-embedding model")
     in_dev = x.device
     dev = torch.device(device) if device is not None else in_dev
     m.to(dev)
-    ids, emb = embed_labels(m.net, x.to(dev), lab.to(dev), mpp=float(mpp), batch=batch, bf16=m.bf16)
+    out_ids, emb = embed_labels(
+        m.net, x.to(dev), lab.to(dev), mpp=float(mpp), batch=batch, bf16=m.bf16, only=only
+    )
     if is_np:
-        return ids.cpu().numpy(), emb.cpu().numpy()
-    return ids.to(in_dev), emb.to(in_dev)
+        return out_ids.cpu().numpy(), emb.cpu().numpy()
+    return out_ids.to(in_dev), emb.to(in_dev)

@@ -232,3 +232,16 @@ def test_onnx_export_matches_torch():
         ref = m.net(x).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+
+
+def test_ids_subset(net):
+    rgb, lab = _image(8)
+    ids, emb = nucfast.embed_nuclei(rgb, lab, model=net)
+    want = ids[::3][::-1].copy()
+    got_ids, got = nucfast.embed_nuclei(rgb, lab, model=net, ids=want)
+    np.testing.assert_array_equal(got_ids, ids[::3])
+    np.testing.assert_allclose(got, emb[::3], atol=1e-6)
+    with pytest.raises(ValueError, match="ids not present in labels"):
+        nucfast.embed_nuclei(rgb, lab, model=net, ids=[ids.max() + 5])
+    with pytest.raises(ValueError, match="ids must be a 1-d integer"):
+        nucfast.embed_nuclei(rgb, lab, model=net, ids=[1.5])

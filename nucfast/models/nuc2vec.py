@@ -256,14 +256,25 @@ def embed_labels(
     mpp: float = 0.25,
     batch: int = 512,
     bf16: bool = False,
+    only: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings of every nucleus of one image or tile.
+    """Embeddings of every nucleus of one image or tile (``only``: of these label values).
 
     ``rgb`` (3, H, W) uint8 or float in [0, 1] and ``labels`` (H, W) on the network's device; ``mpp``: the
     image's resolution (um/px): the window of :data:`WINDOW_UM` is cut at ``mpp`` and resampled to the
     network's 0.25 um/px (bilinear, antialiased when shrinking). Returns ``(ids int64 (n,), embeddings
-    float32 (n, dim))``, ids ascending. Runs in batches of ``batch`` nuclei; ``bf16``: CPU autocast."""
+    float32 (n, dim))``, ids ascending. Runs in batches of ``batch`` nuclei; ``bf16``: CPU autocast.
+    ``only`` (int tensor): embed just these labels (a slide tile's own nuclei, not its halo's); each must
+    be present in ``labels``."""
     ids, cen, _ = nucleus_centroids(labels)
+    if only is not None:
+        want = torch.unique(only.to(device=ids.device, dtype=torch.int64))
+        pos = torch.searchsorted(ids, want)
+        ok = pos < ids.numel()
+        ok[ok.clone()] = ids[pos[ok]] == want[ok]
+        if not bool(ok.all()):
+            raise ValueError(f"ids not present in labels: {want[~ok][:10].tolist()}")
+        ids, cen = ids[pos], cen[pos]
     out = torch.empty((ids.numel(), net.dim), dtype=torch.float32, device=rgb.device)
     if ids.numel() == 0:
         return ids, out
