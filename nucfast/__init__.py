@@ -9,7 +9,8 @@ Public API map (implementation modules start with ``_``):
   ``binary_opening``, ``binary_closing``, ``binary_open_close``, ``disk``, ``peak_local_max``, ``label``,
   ``watershed``, ``remove_small_objects``, ``remove_small_holes``, ``region_stats``.
 - ``nucfast.postprocess``: ``attention_instances``, ``usenet_instances`` (+ scipy/skimage references).
-- ``segment_image`` (one RGB image), ``load_model``, ``evaluate`` (AJI/AJI+/PQ/Dice over a folder),
+- ``embed_nuclei`` (one Nuc2Vec vector per nucleus of an image or tile),
+  ``segment_image`` (one RGB image), ``load_model``, ``evaluate`` (AJI/AJI+/PQ/Dice over a folder),
   ``segment_slide`` / ``segment_slides`` (whole slides, Dask cohorts).
 - ``nucfast.models``, ``nucfast.stain``, ``nucfast.metrics``, ``nucfast.train``, ``nucfast.engines``,
   ``nucfast.slide``, ``nucfast.synthetic``; the ``nucfast`` command line (``nucfast.cli``).
@@ -20,6 +21,7 @@ __version__ = "0.1.0"  # before the imports: nucfast.slide records it in its out
 from . import metrics, stain  # noqa: E402
 from ._backend import build_info
 from ._edt import distance_transform_edt
+from ._embed import embed_nuclei
 from ._evaluate import evaluate
 from ._filters import gaussian_filter
 from ._label import label, remove_small_holes, remove_small_objects
@@ -49,6 +51,7 @@ __all__ = [
     "build_info",
     "disk",
     "distance_transform_edt",
+    "embed_nuclei",
     "evaluate",
     "gaussian_filter",
     "label",

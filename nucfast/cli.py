@@ -1,4 +1,4 @@
-"""The ``nucfast`` command line: segment, demo, train, evaluate, build-engine, export-onnx.
+"""The ``nucfast`` command line: segment, demo, train, evaluate, build-engine, export-onnx, subtypes.
 
 Each subcommand's parser sets ``func=<callable(args) -> int>`` as its default.
 ``register_subcommand(fn)`` adds further subcommands at runtime (``fn(subparsers)``).
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, models
+from ._subtypes_cli import add_subtypes_subparser
 from .engines import BackendUnavailableError, add_engine_subparsers
 from .slide import MissingMPPError, segment_slide
 from .slide._labels import read_label_array
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
     _register_train_evaluate(sub)
     add_engine_subparsers(sub)
+    add_subtypes_subparser(sub)
     for reg in SUBCOMMAND_REGISTRARS:
         reg(sub)
     return parser

@@ -13,6 +13,9 @@ The exported graph takes ``image`` float32 (N, 3, H, W) in [0, 1] with N, H and 
 sigmoids for USE-Net) or, with ``output="logits"``, the raw logits. ``precision="fp16"`` exports the network
 in float16 with float32 inputs/outputs (Casts at both ends): what a strongly typed TensorRT(-RTX) build needs
 to run in half precision.
+
+Nucleus-embedding networks (Nuc2Vec) export with ``image`` (N, 3, w, w) in [0, 1] at their fixed window
+``w`` (N dynamic) and output ``embedding`` float32 (N, d), unit L2 norm (``output`` is ignored for them).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import nn
 
 from .. import models
 from ..models.attention import IMAGENET_MEAN, IMAGENET_STD, AttentionNet
+from ..models.nuc2vec import Nuc2Vec
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -51,6 +55,7 @@ INPUT_NAME = "image"
 #: slide and the output does not depend on the tile (nucfast.models.USENet.fit_se_gates).
 SE_GATES_NAME = "se_gates"
 OUTPUTS = ("probabilities", "logits")
+EMBEDDING_OUTPUT = "embedding"
 
 
 def _untrained(name: str) -> Callable[[], nn.Module]:
@@ -132,7 +137,7 @@ class InferenceWrapper(nn.Module):
     def forward(self, image: torch.Tensor, se_gates: torch.Tensor | None = None) -> torch.Tensor:
         x = image.half() if self.half else image
         y = self.model(x) if se_gates is None else self.model(x, se_gates)
-        if self.output == "probabilities":
+        if self.output == "probabilities" and not isinstance(self.model, Nuc2Vec):
             y = torch.sigmoid(y)
         return y.float()
 
@@ -185,8 +190,11 @@ def export_onnx(
     if not isinstance(opset, int) or not 11 <= opset <= 20:
         raise ValueError(f"opset must be an int in [11, 20] (align_corners Resize needs >= 11), "
                          f"got {opset!r}")
-    shp = _check_sample_shape(sample_shape)
     net = model if isinstance(model, nn.Module) else load_model(model)
+    embedding = isinstance(net, Nuc2Vec)
+    if embedding:  # a fixed window; only the batch is dynamic
+        sample_shape = (int(sample_shape[0]), 3, net.window, net.window)
+    shp = _check_sample_shape(sample_shape)
     net = copy.deepcopy(net).eval().cpu()
     net = net.half() if precision == "fp16" else net.float()
     wrapper = InferenceWrapper(net, output=output, half=precision == "fp16").eval()
@@ -200,6 +208,9 @@ def export_onnx(
         args, names = (x, torch.full((n,), 0.5)), [INPUT_NAME, SE_GATES_NAME]
     buf = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
+    out_axes = axes
+    if embedding:
+        output, axes, out_axes = EMBEDDING_OUTPUT, {0: "batch"}, {0: "batch"}
     with warnings.catch_warnings():
         # the TorchScript exporter warns that it is the legacy path, and about shape ops becoming constants
         # (it traces them as Shape ops; the dynamic-size tests prove the graph is not shape-specialised)
@@ -212,7 +223,7 @@ def export_onnx(
             opset_version=opset,
             input_names=names,
             output_names=[output],
-            dynamic_axes={INPUT_NAME: axes, output: axes},
+            dynamic_axes={INPUT_NAME: axes, output: out_axes},
             do_constant_folding=True,
         )
     data = buf.getvalue()

@@ -5,7 +5,8 @@
 - :class:`Model`: network + metadata + stain normaliser + working resolution (``mpp``), context
   (``halo``), ``predict`` (one sliding window, :func:`sliding_window`) and ``postprocess``.
 - Weights I/O in safetensors (``save_weights``, ``load_weights``, checkpoints; never pickles).
-- Networks: USE-Net (:mod:`.usenet`), the self-supervised attention network (:mod:`.attention`).
+- Networks: USE-Net (:mod:`.usenet`), the self-supervised attention network (:mod:`.attention`), the
+  Nuc2Vec nucleus embedding (:mod:`.nuc2vec`, task ``nucleus-embedding``).
 
 Names (the same in the Python API and every CLI subcommand):
 
@@ -17,10 +18,13 @@ Names (the same in the Python API and every CLI subcommand):
 ``attention_lite``     the same architecture, untrained
 ``attention_paper``    the paper's width-64 attention network, untrained
 ``baseline``           the no-learning baseline (haematoxylin + Otsu + attention post-processing)
+``nuc2vec``            Nuc2Vec nucleus embedding trained here (lite encoder, 64 px at 0.25 um/px)
+``nuc2vec_lite``       the same architecture, untrained
+``nuc2vec_paper``      the authors' ResNet-34 Nuc2Vec (128 px input), untrained
 =====================  ==============================================================================
 """
 
-from . import attention, usenet
+from . import attention, nuc2vec, usenet
 from ._registry import (
     MAX_PARAMETERS,
     WEIGHTS_DIR,
@@ -85,6 +89,20 @@ for _s in (
         config={"width": 64},
     ),
     ModelSpec(
+        "nuc2vec",
+        "nuc2vec",
+        "Nuc2Vec nucleus embedding trained here on MoNuSeg nuclei (lite encoder)",
+        weights="nuc2vec.safetensors",
+        config={"arch": "lite"},
+    ),
+    ModelSpec("nuc2vec_lite", "nuc2vec", "Nuc2Vec lite encoder, untrained", config={"arch": "lite"}),
+    ModelSpec(
+        "nuc2vec_paper",
+        "nuc2vec",
+        "the authors' ResNet-34 Nuc2Vec (128 px), untrained",
+        config={"arch": "paper"},
+    ),
+    ModelSpec(
         "baseline", "baseline", "no-learning baseline: haematoxylin + Otsu + attention post-processing"
     ),
 ):
@@ -110,6 +128,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "names",
+    "nuc2vec",
     "pad_to_multiple",
     "read_metadata",
     "register",

@@ -9,6 +9,7 @@ import argparse
 
 from .._evaluate import add_evaluate_arguments, run_evaluate_cli
 from .attention import add_attention_arguments, run_attention_cli
+from .nuc2vec import add_nuc2vec_arguments, run_nuc2vec_cli
 from .usenet import add_usenet_arguments, run_usenet_cli
 
 __all__ = ["add_train_subparsers", "add_evaluate_subparser", "main"]
@@ -26,6 +27,12 @@ def add_train_subparsers(subparsers) -> None:
     )
     add_attention_arguments(p)
     p.set_defaults(func=run_attention_cli)
+
+    p = subparsers.add_parser(
+        "nuc2vec", help="train the Nuc2Vec nucleus embedding (MoCo + alignment/uniformity, no labels)"
+    )
+    add_nuc2vec_arguments(p)
+    p.set_defaults(func=run_nuc2vec_cli)
 
 
 def add_evaluate_subparser(subparsers) -> None:
