@@ -9,6 +9,8 @@ Public API map (implementation modules start with ``_``):
   ``binary_opening``, ``binary_closing``, ``binary_open_close``, ``disk``, ``peak_local_max``, ``label``,
   ``watershed``, ``remove_small_objects``, ``remove_small_holes``, ``region_stats``.
 - ``nucfast.postprocess``: ``attention_instances``, ``usenet_instances`` (+ scipy/skimage references).
+- ``sample_tiles`` (PathologyGAN tiles), ``embed_tiles`` (tile latents), ``tile_features``,
+  ``frechet_distance``.
 - ``segment_image`` (one RGB image), ``load_model``, ``evaluate`` (AJI/AJI+/PQ/Dice over a folder),
   ``segment_slide`` / ``segment_slides`` (whole slides, Dask cohorts).
 - ``nucfast.models``, ``nucfast.stain``, ``nucfast.metrics``, ``nucfast.train``, ``nucfast.engines``,
@@ -33,6 +35,7 @@ from ._morphology import (
 from ._peaks import peak_local_max
 from ._percentile_sigmoid import PercentileSigmoid, percentile_sigmoid
 from ._segment import load_model, segment_image
+from ._tiles import embed_tiles, frechet_distance, sample_tiles, tile_features
 from ._watershed import watershed
 from .slide import segment_slide
 from .slide.distributed import segment_slides
@@ -47,6 +50,8 @@ __all__ = [
     "build_info",
     "disk",
     "distance_transform_edt",
+    "embed_tiles",
+    "frechet_distance",
     "evaluate",
     "gaussian_filter",
     "label",
@@ -57,10 +62,12 @@ __all__ = [
     "region_stats",
     "remove_small_holes",
     "remove_small_objects",
+    "sample_tiles",
     "segment_image",
     "segment_slide",
     "segment_slides",
     "stain",
+    "tile_features",
     "watershed",
 ]
 __version__ = "0.1.0"

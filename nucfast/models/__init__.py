@@ -17,10 +17,17 @@ Names (the same in the Python API and every CLI subcommand):
 ``attention_lite``     the same architecture, untrained
 ``attention_paper``    the paper's width-64 attention network, untrained
 ``baseline``           the no-learning baseline (haematoxylin + Otsu + attention post-processing)
+``pathgan``            PathologyGAN generator (CPU-sized, 56 px at 0.5 um/px) trained here (task
+                       ``tile-generator``; :func:`nucfast.sample_tiles`)
+``pathgan_encoder``    its encoder, image -> w (task ``tile-embedding``; :func:`nucfast.embed_tiles`)
+``pathgan_discriminator``  the discriminator trained with ``pathgan`` (to continue training)
+``pathgan_cpu`` / ``pathgan_encoder_cpu``      the CPU-sized networks, untrained
+``pathgan_paper`` / ``pathgan_encoder_paper`` / ``pathgan_discriminator_paper``  the paper's 224-px
+                       networks, untrained
 =====================  ==============================================================================
 """
 
-from . import attention, usenet
+from . import attention, pathgan, usenet
 from ._registry import (
     MAX_PARAMETERS,
     WEIGHTS_DIR,
@@ -87,6 +94,37 @@ for _s in (
     ModelSpec(
         "baseline", "baseline", "no-learning baseline: haematoxylin + Otsu + attention post-processing"
     ),
+    ModelSpec(
+        "pathgan",
+        "pathgan-generator",
+        "PathologyGAN generator trained here (56 px tiles at 0.5 um/px)",
+        weights="pathgan_generator.safetensors",
+        config={"arch": "cpu"},
+    ),
+    ModelSpec(
+        "pathgan_encoder",
+        "pathgan-encoder",
+        "PathologyGAN encoder (tile -> w) trained here on the generator's images",
+        weights="pathgan_encoder.safetensors",
+        config={"arch": "cpu"},
+    ),
+    ModelSpec(
+        "pathgan_discriminator",
+        "pathgan-discriminator",
+        "the discriminator trained with pathgan (to continue training)",
+        weights="pathgan_discriminator.safetensors",
+        config={"arch": "cpu"},
+    ),
+    ModelSpec("pathgan_cpu", "pathgan-generator", "CPU-sized PathologyGAN generator, untrained",
+              config={"arch": "cpu"}),  # fmt: skip
+    ModelSpec("pathgan_encoder_cpu", "pathgan-encoder", "CPU-sized PathologyGAN encoder, untrained",
+              config={"arch": "cpu"}),  # fmt: skip
+    ModelSpec("pathgan_paper", "pathgan-generator", "the paper's 224-px PathologyGAN generator, untrained",
+              config={"arch": "paper"}),  # fmt: skip
+    ModelSpec("pathgan_encoder_paper", "pathgan-encoder", "the paper's 224-px encoder, untrained",
+              config={"arch": "paper"}),  # fmt: skip
+    ModelSpec("pathgan_discriminator_paper", "pathgan-discriminator",
+              "the paper's 224-px discriminator, untrained", config={"arch": "paper"}),  # fmt: skip
 ):
     register(_s)
 
@@ -111,6 +149,7 @@ __all__ = [
     "load_weights",
     "names",
     "pad_to_multiple",
+    "pathgan",
     "read_metadata",
     "register",
     "register_kind",
