@@ -324,3 +324,24 @@ def test_sample_tiles_cli_writes_grid_and_strip(tmp_path):
     assert np.asarray(Image.open(s)).shape == (2 * 58 + 2, 5 * 58 + 2, 3)
     strips = nucfast._tiles.interpolate_latents(4, model=gp, mapping=False)
     assert strips.shape == (1, 4, 56, 56, 3)
+
+
+def test_onnx_export_of_encoder_and_generator():
+    import onnxruntime as ort
+
+    from nucfast.engines import export_tile_onnx
+    from nucfast.models.pathgan import without_spectral_norm
+
+    torch.manual_seed(0)
+    E, G = build_pathgan("cpu", "encoder").eval(), build_pathgan("cpu", "generator").eval()
+    x, w = torch.rand(3, 3, 56, 56), torch.randn(2, 200)
+    with torch.no_grad():
+        e_ref, g_ref = E(x).numpy(), G.synthesis(w).numpy()  # noise weights are 0 at init: deterministic
+        torch.testing.assert_close(without_spectral_norm(G).synthesis(w), G.synthesis(w))
+    se = ort.InferenceSession(export_tile_onnx(E), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(se.run(None, {"image": x.numpy()})[0], e_ref, atol=1e-4)
+    sg = ort.InferenceSession(export_tile_onnx(G), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sg.run(None, {"w": w.numpy()})[0], g_ref, atol=1e-4)
+    assert G.synthesis(w).shape == (2, 3, 56, 56)  # the original keeps its spectral norm
+    with pytest.raises(ValueError, match="exports PathologyGAN encoders / generators"):
+        export_tile_onnx(build_pathgan("cpu", "discriminator"))

@@ -55,6 +55,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ._registry import Kind, register_kind
@@ -66,7 +67,11 @@ __all__ = [
     "PathGANEncoder",
     "build_pathgan",
     "pathgan_config",
+    "without_spectral_norm",
 ]
+
+
+_SPECTRAL_NORM = [True]  # False only inside without_spectral_norm's build
 
 
 def _sn(m: nn.Module, use: bool = True) -> nn.Module:
@@ -78,7 +83,7 @@ def _sn(m: nn.Module, use: bool = True) -> nn.Module:
     nn.init.orthogonal_(m.weight)
     if m.bias is not None:
         nn.init.zeros_(m.bias)
-    return spectral_norm(m) if use else m
+    return spectral_norm(m) if use and _SPECTRAL_NORM[0] else m
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,9 @@ class CondInstanceNorm(nn.Module):
         if x.ndim == 2:  # dense stage: normalise over the features
             xn = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
             return xn * g + b
-        return F.instance_norm(x, eps=1e-5) * g[..., None, None] + b[..., None, None]
+        # F.instance_norm written out: the same numbers, and it exports to ONNX after a reshape
+        mu, var = x.mean((2, 3), keepdim=True), x.var((2, 3), unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * g[..., None, None] + b[..., None, None]
 
 
 class NoiseInput(nn.Module):
@@ -446,3 +453,25 @@ register_kind(Kind("pathgan-encoder", task="tile-embedding", build=_builder("enc
 def n_parameters(net: nn.Module) -> int:
     """Parameters of a network (spectral norm's u/v vectors are buffers, not counted)."""
     return sum(p.numel() for p in net.parameters())
+
+
+@torch.no_grad()
+def without_spectral_norm(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` (eval mode) whose spectral-normalised weights are plain tensors holding their
+    current value W / sigma: the same function without the power iteration (ONNX export). A new network is
+    built rather than ``remove_parametrizations`` called on a deep copy, because parametrised modules share
+    their injected class, so removing from the copy would break the original."""
+    was = net.training
+    net.eval()
+    sd = {k: v for k, v in net.state_dict().items() if ".parametrizations." not in k}
+    for name, m in net.named_modules():
+        if parametrize.is_parametrized(m, "weight"):
+            sd[f"{name}.weight"] = m.weight.detach().clone()
+    net.train(was)
+    _SPECTRAL_NORM[0] = False
+    try:
+        out = type(net)(**net.config)
+    finally:
+        _SPECTRAL_NORM[0] = True
+    out.load_state_dict(sd)
+    return out.eval()

@@ -11,6 +11,7 @@ import argparse
 from .._evaluate import add_evaluate_arguments, run_evaluate_cli
 from .attention import add_attention_arguments, run_attention_cli
 from .pathgan import add_encoder_arguments, add_pathgan_arguments, run_encoder_cli, run_pathgan_cli
+from .pathgan_eval import add_eval_arguments, run_eval_cli
 from .usenet import add_usenet_arguments, run_usenet_cli
 
 __all__ = ["add_train_subparsers", "add_evaluate_subparser", "main"]
@@ -38,6 +39,10 @@ def add_train_subparsers(subparsers) -> None:
     )
     add_encoder_arguments(p)
     p.set_defaults(func=run_encoder_cli)
+
+    p = subparsers.add_parser("pathgan-eval", help="evaluate PathologyGAN on held-out tissue (JSON + PNG)")
+    add_eval_arguments(p)
+    p.set_defaults(func=run_eval_cli)
 
 
 def add_evaluate_subparser(subparsers) -> None:
