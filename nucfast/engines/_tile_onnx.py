@@ -41,15 +41,13 @@ def export_tile_onnx(model, path=None, *, opset: int = DEFAULT_OPSET) -> bytes:
         net = model.net
     else:
         net = model if isinstance(model, nn.Module) else load(model).net
+    if not isinstance(net, PathGANEncoder | PathGANGenerator):
+        raise ValueError(f"export_tile_onnx exports PathologyGAN encoders / generators, got {type(net).__name__}")
     net = without_spectral_norm(net).cpu().float()  # W / sigma as plain weights: no vdot in the graph
     if isinstance(net, PathGANEncoder):
         wrapper, x, names = net, torch.rand(2, 3, net.size, net.size), (["image"], ["latent"])
-    elif isinstance(net, PathGANGenerator):
-        wrapper, x, names = _Synthesis(net).eval(), torch.randn(2, net.w_dim), (["w"], ["image"])
     else:
-        raise ValueError(
-            f"export_tile_onnx exports PathologyGAN encoders and generators, got {type(net).__name__}"
-        )
+        wrapper, x, names = _Synthesis(net).eval(), torch.randn(2, net.w_dim), (["w"], ["image"])
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's legacy-path warnings
