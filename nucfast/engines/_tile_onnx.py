@@ -42,7 +42,8 @@ def export_tile_onnx(model, path=None, *, opset: int = DEFAULT_OPSET) -> bytes:
     else:
         net = model if isinstance(model, nn.Module) else load(model).net
     if not isinstance(net, PathGANEncoder | PathGANGenerator):
-        raise ValueError(f"export_tile_onnx exports PathologyGAN encoders / generators, got {type(net).__name__}")
+        what = type(net).__name__
+        raise ValueError(f"export_tile_onnx exports PathologyGAN encoders / generators, got {what}")
     net = without_spectral_norm(net).cpu().float()  # W / sigma as plain weights: no vdot in the graph
     if isinstance(net, PathGANEncoder):
         wrapper, x, names = net, torch.rand(2, 3, net.size, net.size), (["image"], ["latent"])
