@@ -345,3 +345,26 @@ def test_onnx_export_of_encoder_and_generator():
     assert G.synthesis(w).shape == (2, 3, 56, 56)  # the original keeps its spectral norm
     with pytest.raises(ValueError, match="exports PathologyGAN encoders / generators"):
         export_tile_onnx(build_pathgan("cpu", "discriminator"))
+
+
+def test_fused_upsampling_is_nearest_then_conv():
+    """The fused 3x3 stride-2 transposed conv equals nearest x2 upsampling followed by a 3x3 convolution
+    (with the transposed-conv weight flipped): every output pixel sees the same number of taps."""
+    from nucfast.models.pathgan import FusedUpConv
+
+    torch.manual_seed(0)
+    u = FusedUpConv(4, 3).eval()
+    x = torch.rand(2, 4, 7, 9)
+    with torch.no_grad():
+        w = u.conv.weight
+        up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        ref = torch.nn.functional.conv2d(up, w.flip(2, 3).transpose(0, 1), u.conv.bias, padding=1)
+        torch.testing.assert_close(u(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_export_onnx_cli_routes_tile_models(tmp_path, capsys):
+    from nucfast.cli import main
+
+    _, ep = _tiny_models(tmp_path)
+    rc = main(["export-onnx", "--model", str(ep), "-o", str(tmp_path / "e.onnx"), "--no-validate"])
+    assert rc == 0 and (tmp_path / "e.onnx").stat().st_size > 1000
