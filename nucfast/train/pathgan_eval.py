@@ -76,7 +76,12 @@ def tissue_characteristics(
             y, xx = gap + r * (S + gap), gap + c * (S + gap)
             mos[y : y + S, xx : xx + S] = t
             pos.append((y, xx))
-        labels = np.asarray(segment_image(mos, model))
+        try:
+            labels = np.asarray(segment_image(mos, model))
+        except ValueError as e:  # a mosaic without tissue: no stain statistics, and no nuclei
+            if "tissue sample is empty" not in str(e):
+                raise
+            labels = np.zeros(mos.shape[:2], np.int32)
         for i, (y, xx) in enumerate(pos):
             lab, rgb = labels[y : y + S, xx : xx + S], chunk[i]
             props = [p for p in regionprops(lab) if p.area >= 10]
