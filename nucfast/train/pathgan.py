@@ -227,9 +227,9 @@ class PathganConfig(RunConfig):
     max_per_slide: int = 3000
     n_eval: int = 512
     val_every: int = 500
-    init: str = (
-        ""  # start from these generator/discriminator weights ("shipped": nucfast's) instead of scratch
-    )
+    # start from trained weights instead of scratch: "shipped" (pathgan + pathgan_discriminator) or a run
+    # directory (its best.safetensors + best_discriminator.safetensors); fresh optimiser state
+    init: str = ""
 
 
 def _split(cfg):
@@ -265,10 +265,8 @@ def _init_weights(init: str, G: nn.Module, D: nn.Module) -> dict:
     if init == "shipped":
         gsrc, dsrc = load("pathgan"), load("pathgan_discriminator")
     else:
-        gsrc, dsrc = (
-            load(Path(init) / "generator.safetensors"),
-            load(Path(init) / "discriminator.safetensors"),
-        )
+        run = Path(init)
+        gsrc, dsrc = load(run / "best.safetensors"), load(run / "best_discriminator.safetensors")
     G.load_state_dict(gsrc.net.state_dict())
     D.load_state_dict(dsrc.net.state_dict())
     return {"generator": str(gsrc.path), "discriminator": str(dsrc.path)}
