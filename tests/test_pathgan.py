@@ -292,6 +292,9 @@ def test_train_pathgan_resume_is_identical_and_encoder(tiny_data, tmp_path):
     assert any(r.get("event") == "resume" for r in log)
     with pytest.raises(ValueError, match="resume: --batch=4"):
         train_pathgan(_gan_cfg(tiny_data, tmp_path / "b", batch=4, steps=6))
+    c = train_pathgan(_gan_cfg(tiny_data, tmp_path / "c", steps=1, init=str(tmp_path / "a")), stop_at_step=1)
+    log_c = json.loads((tmp_path / "c" / "log.jsonl").read_text().splitlines()[0])
+    assert c["step"] == 1 and log_c["init"]["generator"].endswith("best.safetensors")
     g = models.load(tmp_path / "a" / "best.safetensors")
     assert g.kind == "pathgan-generator" and g.mpp == 0.5 and g.meta["step"] in (2, 4)
     # the encoder on that generator's images
