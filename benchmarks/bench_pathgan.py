@@ -55,7 +55,7 @@ def setup():
     torch.set_num_threads(1)
     img = _image()
     half = torch.nn.functional.interpolate(
-        torch.from_numpy(img).permute(2, 0, 1).float()[None], size=(500, 500), mode="area"
+        torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None], size=(500, 500), mode="area"
     )[0].permute(1, 2, 0).round().to(torch.uint8).numpy()
     tiles = np.stack([half[r : r + 56, c : c + 56] for r in range(0, 448, 56) for c in range(0, 448, 56)])
     enc = _encoder()
