@@ -10,7 +10,9 @@ Public API map (implementation modules start with ``_``):
   ``watershed``, ``remove_small_objects``, ``remove_small_holes``, ``region_stats``.
 - ``nucfast.postprocess``: ``attention_instances``, ``usenet_instances`` (+ scipy/skimage references).
 - ``embed_nuclei`` (one Nuc2Vec vector per nucleus of an image or tile),
-  ``segment_image`` (one RGB image), ``load_model``, ``evaluate`` (AJI/AJI+/PQ/Dice over a folder),
+  ``sample_tiles`` (PathologyGAN tiles), ``embed_tiles`` (tile latents), ``tile_features``,
+  ``frechet_distance``.
+- ``segment_image`` (one RGB image), ``load_model``, ``evaluate`` (AJI/AJI+/PQ/Dice over a folder),
   ``segment_slide`` / ``segment_slides`` (whole slides, Dask cohorts).
 - ``nucfast.models``, ``nucfast.stain``, ``nucfast.metrics``, ``nucfast.train``, ``nucfast.engines``,
   ``nucfast.slide``, ``nucfast.synthetic``; the ``nucfast`` command line (``nucfast.cli``).
@@ -37,6 +39,7 @@ from ._morphology import (
 from ._peaks import peak_local_max
 from ._percentile_sigmoid import PercentileSigmoid, percentile_sigmoid
 from ._segment import load_model, segment_image
+from ._tiles import embed_tiles, frechet_distance, sample_tiles, tile_features
 from ._watershed import watershed
 from .slide import segment_slide
 from .slide.distributed import segment_slides
@@ -52,6 +55,8 @@ __all__ = [
     "disk",
     "distance_transform_edt",
     "embed_nuclei",
+    "embed_tiles",
+    "frechet_distance",
     "evaluate",
     "gaussian_filter",
     "label",
@@ -62,9 +67,11 @@ __all__ = [
     "region_stats",
     "remove_small_holes",
     "remove_small_objects",
+    "sample_tiles",
     "segment_image",
     "segment_slide",
     "segment_slides",
     "stain",
+    "tile_features",
     "watershed",
 ]

@@ -1,4 +1,5 @@
-"""The ``nucfast`` command line: segment, demo, train, evaluate, build-engine, export-onnx, subtypes.
+"""The ``nucfast`` command line: segment, demo, train, evaluate, sample-tiles, build-engine, export-onnx,
+subtypes.
 
 Each subcommand's parser sets ``func=<callable(args) -> int>`` as its default.
 ``register_subcommand(fn)`` adds further subcommands at runtime (``fn(subparsers)``).
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from . import __version__, models
 from ._subtypes_cli import add_subtypes_subparser
+from ._tiles import write_interpolation_strip, write_sample_grid
 from .engines import BackendUnavailableError, add_engine_subparsers
 from .slide import MissingMPPError, segment_slide
 from .slide._labels import read_label_array
@@ -238,6 +240,38 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_sample_tiles(args) -> int:
+    g = write_sample_grid(args.grid, args.n, seed=args.seed, cols=args.cols, zoom=args.zoom, model=args.model)
+    print(f"sample grid: {g} ({args.n} tiles, model {args.model}, seed {args.seed})")
+    if args.strip:
+        s = write_interpolation_strip(
+            args.strip, args.steps, pairs=args.pairs, seed=args.seed, mapping=not args.no_mapping,
+            zoom=args.zoom, model=args.model,
+        )  # fmt: skip
+        how = "in w (mapping network bypassed)" if args.no_mapping else "in z (through the mapping network)"
+        print(f"interpolation strip: {s} ({args.pairs} paths x {args.steps} steps, linear {how})")
+    return 0
+
+
+def _add_sample_tiles_parser(sub) -> None:
+    p = sub.add_parser(
+        "sample-tiles",
+        help="write a PNG grid of generated tissue tiles (PathologyGAN) and a latent interpolation strip",
+    )
+    p.add_argument("grid", metavar="GRID.png", help="output PNG of the sample grid")
+    p.add_argument("--strip", default=None, metavar="STRIP.png", help="also write an interpolation strip")
+    p.add_argument("--model", default="pathgan",
+                   help=f"tile generator: {', '.join(models.names('tile-generator'))} or a .safetensors file")
+    p.add_argument("-n", type=int, default=64, help="tiles in the grid (default 64)")
+    p.add_argument("--cols", type=int, default=8, help="grid columns (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zoom", type=int, default=2, help="nearest-neighbour magnification (default 2)")
+    p.add_argument("--steps", type=int, default=8, help="tiles per interpolation path (default 8)")
+    p.add_argument("--pairs", type=int, default=4, help="interpolation paths (rows, default 4)")
+    p.add_argument("--no-mapping", action="store_true", help="interpolate in w instead of z")
+    p.set_defaults(func=_cmd_sample_tiles)
+
+
 def _add_segment_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument(
         "--model",
@@ -309,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_options(d, demo=True)
     d.set_defaults(func=_cmd_demo)
     _register_train_evaluate(sub)
+    _add_sample_tiles_parser(sub)
     add_engine_subparsers(sub)
     add_subtypes_subparser(sub)
     for reg in SUBCOMMAND_REGISTRARS:

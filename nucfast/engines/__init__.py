@@ -1,7 +1,7 @@
 """Inference engines: ONNX export, torch/onnxruntime/TensorRT backends, TensorRT(-RTX) engine builder.
 
 - ``export_onnx(model)`` / ``validate_onnx(model, onnx, inputs)``: ONNX (opset 17, dynamic N/H/W), checked
-  against torch with onnxruntime.
+  against torch with onnxruntime; ``export_tile_onnx`` for the PathologyGAN encoder / generator.
 - ``Backend.run(batch) -> probabilities`` implemented by ``TorchBackend``, ``OnnxRuntimeBackend``,
   ``TensorRTBackend``; ``select_backend("auto", model, ...)`` picks one (``.name`` says which).
 - ``build_engine(onnx, precision=..., profiles=..., calibration_tiles=..., cache_dir=...)``: TensorRT or
@@ -39,6 +39,7 @@ from ._tensorrt import (
     load_calibration_tiles,
     read_engine_metadata,
 )
+from ._tile_onnx import export_tile_onnx
 
 __all__ = [
     "BackendUnavailableError",
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_OPSET",
     "MODELS",
     "cached_onnx",
+    "export_tile_onnx",
     "PRECISIONS",
     "Backend",
     "EngineInfo",

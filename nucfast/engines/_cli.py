@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import models
+from ..models.pathgan import PathGANEncoder, PathGANGenerator
 from ._backends import validate_onnx
 from ._onnx import DEFAULT_OPSET, export_onnx, load_model
 from ._tensorrt import (
@@ -27,6 +28,7 @@ from ._tensorrt import (
     default_cache_dir,
     default_profiles,
 )
+from ._tile_onnx import export_tile_onnx
 
 __all__ = ["add_engine_subparsers", "build_engine_main", "main", "parse_profile", "run_build", "run_export"]
 
@@ -82,6 +84,8 @@ def _export_checked(args) -> bytes:
     import torch
 
     model = load_model(args.model)
+    if isinstance(model, PathGANEncoder | PathGANGenerator):  # tile models: their own graph (no H/W axes)
+        return export_tile_onnx(model, opset=args.opset)
     # USE-Net: the graph the slide engine runs (frozen slide-level SE gates as a second input), unless asked
     # for the paper's per-window squeeze-excitation
     se = getattr(model, "n_se_gates", 0) > 0 and not args.per_window_se

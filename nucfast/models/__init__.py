@@ -21,10 +21,17 @@ Names (the same in the Python API and every CLI subcommand):
 ``nuc2vec``            Nuc2Vec nucleus embedding trained here (lite encoder, 64 px at 0.25 um/px)
 ``nuc2vec_lite``       the same architecture, untrained
 ``nuc2vec_paper``      the authors' ResNet-34 Nuc2Vec (128 px input), untrained
+``pathgan``            PathologyGAN generator (CPU-sized, 56 px at 0.5 um/px) trained here (task
+                       ``tile-generator``; :func:`nucfast.sample_tiles`)
+``pathgan_encoder``    its encoder, image -> w (task ``tile-embedding``; :func:`nucfast.embed_tiles`)
+``pathgan_discriminator``  the discriminator trained with ``pathgan`` (to continue training)
+``pathgan_cpu`` / ``pathgan_encoder_cpu``      the CPU-sized networks, untrained
+``pathgan_paper`` / ``pathgan_encoder_paper`` / ``pathgan_discriminator_paper``  the paper's 224-px
+                       networks, untrained
 =====================  ==============================================================================
 """
 
-from . import attention, nuc2vec, usenet
+from . import attention, nuc2vec, pathgan, usenet
 from ._registry import (
     MAX_PARAMETERS,
     WEIGHTS_DIR,
@@ -105,6 +112,37 @@ for _s in (
     ModelSpec(
         "baseline", "baseline", "no-learning baseline: haematoxylin + Otsu + attention post-processing"
     ),
+    ModelSpec(
+        "pathgan",
+        "pathgan-generator",
+        "PathologyGAN generator trained here (56 px tiles at 0.5 um/px)",
+        weights="pathgan_generator.safetensors",
+        config={"arch": "cpu"},
+    ),
+    ModelSpec(
+        "pathgan_encoder",
+        "pathgan-encoder",
+        "PathologyGAN encoder (tile -> w) trained here on the generator's images",
+        weights="pathgan_encoder.safetensors",
+        config={"arch": "cpu"},
+    ),
+    ModelSpec(
+        "pathgan_discriminator",
+        "pathgan-discriminator",
+        "the discriminator trained with pathgan (to continue training)",
+        weights="pathgan_discriminator.safetensors",
+        config={"arch": "cpu"},
+    ),
+    ModelSpec("pathgan_cpu", "pathgan-generator", "CPU-sized PathologyGAN generator, untrained",
+              config={"arch": "cpu"}),  # fmt: skip
+    ModelSpec("pathgan_encoder_cpu", "pathgan-encoder", "CPU-sized PathologyGAN encoder, untrained",
+              config={"arch": "cpu"}),  # fmt: skip
+    ModelSpec("pathgan_paper", "pathgan-generator", "the paper's 224-px PathologyGAN generator, untrained",
+              config={"arch": "paper"}),  # fmt: skip
+    ModelSpec("pathgan_encoder_paper", "pathgan-encoder", "the paper's 224-px encoder, untrained",
+              config={"arch": "paper"}),  # fmt: skip
+    ModelSpec("pathgan_discriminator_paper", "pathgan-discriminator",
+              "the paper's 224-px discriminator, untrained", config={"arch": "paper"}),  # fmt: skip
 ):
     register(_s)
 
@@ -130,6 +168,7 @@ __all__ = [
     "names",
     "nuc2vec",
     "pad_to_multiple",
+    "pathgan",
     "read_metadata",
     "register",
     "register_kind",

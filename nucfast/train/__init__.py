@@ -1,4 +1,5 @@
-"""Training: ``python -m nucfast.train usenet ...``; evaluation: ``python -m nucfast.train evaluate ...``.
+"""Training: ``python -m nucfast.train usenet|attention|pathgan|pathgan-encoder ...``;
+ evaluation: ``python -m nucfast.train evaluate ...``.
 
 For the main CLI, :func:`add_train_subparsers` / :func:`add_evaluate_subparser` add these sub-commands.
 """
@@ -10,6 +11,8 @@ import argparse
 from .._evaluate import add_evaluate_arguments, run_evaluate_cli
 from .attention import add_attention_arguments, run_attention_cli
 from .nuc2vec import add_nuc2vec_arguments, run_nuc2vec_cli
+from .pathgan import add_encoder_arguments, add_pathgan_arguments, run_encoder_cli, run_pathgan_cli
+from .pathgan_eval import add_eval_arguments, run_eval_cli
 from .usenet import add_usenet_arguments, run_usenet_cli
 
 __all__ = ["add_train_subparsers", "add_evaluate_subparser", "main"]
@@ -33,6 +36,20 @@ def add_train_subparsers(subparsers) -> None:
     )
     add_nuc2vec_arguments(p)
     p.set_defaults(func=run_nuc2vec_cli)
+
+    p = subparsers.add_parser("pathgan", help="train PathologyGAN (RaGAN + gradient penalty) on tissue tiles")
+    add_pathgan_arguments(p)
+    p.set_defaults(func=run_pathgan_cli)
+
+    p = subparsers.add_parser(
+        "pathgan-encoder", help="train the PathologyGAN encoder (image -> w) on a generator's images"
+    )
+    add_encoder_arguments(p)
+    p.set_defaults(func=run_encoder_cli)
+
+    p = subparsers.add_parser("pathgan-eval", help="evaluate PathologyGAN on held-out tissue (JSON + PNG)")
+    add_eval_arguments(p)
+    p.set_defaults(func=run_eval_cli)
 
 
 def add_evaluate_subparser(subparsers) -> None:

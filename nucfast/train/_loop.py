@@ -36,19 +36,23 @@ class Run:
     """One training run in ``cfg.out``: ``log.jsonl``, ``last.safetensors`` (resumable), ``best.safetensors``.
 
     Creating it sets the thread count, makes the directory and fills ``cfg.train_names`` / ``cfg.val_names``
-    with the seeded image-level split (the stain target always stays in training).
+    with the seeded image-level split (the stain target always stays in training), or with ``split(names)``
+    when the trainer passes its own.
     """
 
-    def __init__(self, cfg, *, max_seconds: float | None = None, stop_at_step: int | None = None):
+    def __init__(self, cfg, *, max_seconds: float | None = None, stop_at_step: int | None = None, split=None):
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out / "log.jsonl"
         self.last, self.best = self.out / "last.safetensors", self.out / "best.safetensors"
-        cfg.train_names, cfg.val_names = split_names(
-            list_names(cfg.data), n_val=cfg.n_val, seed=cfg.seed, keep_in_train=(cfg.norm_target,)
-        )
+        if split is not None:  # the trainer's own image-level split: names -> (train, val)
+            cfg.train_names, cfg.val_names = split(list_names(cfg.data) if cfg.data else [])
+        else:
+            cfg.train_names, cfg.val_names = split_names(
+                list_names(cfg.data), n_val=cfg.n_val, seed=cfg.seed, keep_in_train=(cfg.norm_target,)
+            )
         self.max_seconds, self.stop_at_step = max_seconds, stop_at_step
         self.t_start = time.time()
 
