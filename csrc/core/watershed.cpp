@@ -4,25 +4,30 @@
 // pushed in raster order with age 0, every later push gets a fresh, increasing age, and a pushed pixel
 // takes key max(value, key of the popped neighbour) and (without watershed lines) its label right away.
 //
-// Components. A pixel is only pushed by a neighbour of its own mask component, and inside a component
-// the pop order only depends on the (key, age) order of that component's items, so every component
-// that holds markers floods independently (OpenMP, one component per task, a small heap each).
-//
-// Ties. Keys with equal value are ordered by age, which is unique except for the markers (all age 0):
-// markers of equal value leave skimage's heap in an order that depends on the whole heap history, all
-// components included. That order changes the result only when such a tie group holds markers of
-// *different* labels in one component: if all tied markers of a component share one label, any
-// permutation yields the same labels (consecutive same-label pops push a contiguous block of ages whose
-// internal order is never compared with an item of another label; by induction the floods agree up to
-// permutations inside such blocks). So:
-//   1. if such a multi-label tie group exists, run an exact replica of skimage's global binary heap
-//      (heap_general.pxi, same sift-up/sift-down, strict comparisons) until every key up to the largest
-//      such tied value has been popped, then hand the queued items to their components;
-//   2. flood each component with a cheaper exact queue: a FIFO for pixels entering at the current level
-//      (their key equals the level and their age is the newest: after every queued key of that level,
-//      before every larger key) plus a 4-ary heap of 16-byte items for the rest.
+// Without watershed lines:
+//   Components. A pixel is only pushed by a neighbour of its own mask component, so components flood
+//   independently (OpenMP, one component per task). They are found as row runs joined by union-find
+//   (core/runs.h). A component whose markers carry one label is filled with it (no flood). A marker
+//   with no unreached neighbour is left out of the queue (its pop pushes nothing; ages count pushes).
+//   Queue. Each remaining component floods on a LevelQueue (core/watershed.h): equal-width buckets of
+//   its key range, FIFO lists in age order, sorted by key when the cursor reaches them, a FIFO for
+//   plateaus and a small heap for keys landing in the current bucket: exactly (key, age) order with O(1)
+//   pushes and no rescans.
+//   Ties. Ages are unique except for the markers (all age 0): skimage pops equal-valued markers in an
+//   order that depends on its whole heap history (all components included). The per-component queues
+//   use any order, record every pixel's parent, and check every contest (a pixel whose first popped
+//   neighbour has the same key as a later popped neighbour of another label): walking both parent chains
+//   while the keys agree decides the contest by keys or a marker-vs-pushed age, or ends at two
+//   equal-valued markers of different labels, whose order then decides a label. Only that last case is
+//   flagged (ties among one label's markers cannot change labels: the chains through them have the same
+//   keys). If a contest is flagged, the flood is redone with an exact replica of skimage's global heap
+//   (heap_general.pxi: same sift-up/sift-down, strict comparisons) up to the largest flagged key, the
+//   queued items handed to the component queues; a second flag (not seen on any test input) replays up
+//   to the largest value shared by markers of different labels in one component, above which nothing
+//   can be flagged. Cost: real MoNuSeg -EDT inputs flag on about half of the images (equal peaks of
+//   d inside one component), the replica then covers the pixels below the tied value (15-60 %).
 // The watershed-line mode labels at pop time and may push a pixel several times; it always uses the
-// global replica (it is not on the hot path of the attention pipeline).
+// global replica (it is not on the hot path of the pipelines).
 #include "core/watershed.h"
 
 #include <omp.h>
