@@ -17,9 +17,9 @@
 #include "common.h"
 
 #if defined(__CUDACC__)
-#define NF_REINHARD_INLINE __forceinline__
+#define NF_REINHARD_FN __host__ __device__ __forceinline__
 #else
-#define NF_REINHARD_INLINE __attribute__((always_inline))  // inlined into the CPU kernel's SIMD loop
+#define NF_REINHARD_FN inline __attribute__((always_inline))  // inlined into the CPU kernel's SIMD loop
 #endif
 
 namespace nf {
@@ -34,7 +34,7 @@ struct Args {
   float* out;      // (3, n)
 };
 
-NF_HOST_DEVICE NF_REINHARD_INLINE inline uint32_t float_bits(float x) {
+NF_REINHARD_FN uint32_t float_bits(float x) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(x);
 #else
@@ -44,7 +44,7 @@ NF_HOST_DEVICE NF_REINHARD_INLINE inline uint32_t float_bits(float x) {
 #endif
 }
 
-NF_HOST_DEVICE NF_REINHARD_INLINE inline float bits_float(uint32_t u) {
+NF_REINHARD_FN float bits_float(uint32_t u) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(u);
 #else
@@ -56,7 +56,7 @@ NF_HOST_DEVICE NF_REINHARD_INLINE inline float bits_float(uint32_t u) {
 
 // cube root of x > 0 (normal floats): initial guess within ~5 % from the exponent bits (in float arithmetic,
 // so the loop vectorises), two Halley steps (cubic convergence) -> float precision
-NF_HOST_DEVICE NF_REINHARD_INLINE inline float cbrt_pos(float x) {
+NF_REINHARD_FN float cbrt_pos(float x) {
   // x > 0: its bits are < 2^31, so signed conversions (no branch, unlike unsigned ones) are exact enough
   const int32_t third = static_cast<int32_t>(static_cast<float>(static_cast<int32_t>(float_bits(x))) * (1.0f / 3.0f));
   float y = bits_float(static_cast<uint32_t>(third) + 709921077u);
@@ -67,23 +67,23 @@ NF_HOST_DEVICE NF_REINHARD_INLINE inline float cbrt_pos(float x) {
   return y;
 }
 
-NF_HOST_DEVICE NF_REINHARD_INLINE inline float lab_f(float t) {  // both sides computed: branch-free, vectorises
+NF_REINHARD_FN float lab_f(float t) {  // both sides computed: branch-free, vectorises
   const float c = cbrt_pos(t > 1e-12f ? t : 1e-12f);
   return t > 0.008856f ? c : 7.787f * t + 16.0f / 116.0f;
 }
 
-NF_HOST_DEVICE NF_REINHARD_INLINE inline float lab_finv(float t) {
+NF_REINHARD_FN float lab_finv(float t) {
   return t > 0.2068966f ? t * t * t : (t - 16.0f / 116.0f) * (1.0f / 7.787f);
 }
 
-NF_HOST_DEVICE NF_REINHARD_INLINE inline float to_srgb(float lin) {
+NF_REINHARD_FN float to_srgb(float lin) {
   const float c = cbrt_pos(lin > 1e-12f ? lin : 1e-12f);
   const float hi = 1.055f * c * sqrtf(sqrtf(c)) - 0.055f;  // lin^(1/2.4) = lin^(1/3) * lin^(1/12)
   const float v = lin > 0.0031308f ? hi : 12.92f * lin;
   return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
 }
 
-NF_HOST_DEVICE NF_REINHARD_INLINE inline void pixel(const Args& a, int64_t i) {
+NF_REINHARD_FN void pixel(const Args& a, int64_t i) {
   const float* p = a.p;
   const uint8_t* px = a.rgb + i * a.C;
   const float r = p[kLut + px[0]], g = p[kLut + px[1]], b = p[kLut + px[2]];
