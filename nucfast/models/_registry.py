@@ -163,8 +163,23 @@ def spec(name: str, task: str | None = None) -> ModelSpec:
     return s
 
 
+def _plain_keys(shapes: dict) -> dict:
+    """State-dict shapes with torch parametrizations (spectral norm) folded back to the plain parameter:
+    ``m.parametrizations.weight.original`` -> ``m.weight``, its power-iteration vectors dropped (a network
+    built on the meta device may skip spectral norm, which changes no parameter shape)."""
+    out = {}
+    for k, v in shapes.items():
+        if ".parametrizations." in k:
+            if not k.endswith(".original"):
+                continue
+            k = k.replace(".parametrizations.", ".").removesuffix(".original")
+        out[k] = v
+    return out
+
+
 def _shape_mismatch(expected: dict, got: dict) -> str | None:
     """What differs between a network's state-dict shapes and a file's tensor shapes (None: they fit)."""
+    expected, got = _plain_keys(expected), _plain_keys(got)
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != tuple(got[k]))
