@@ -21,3 +21,22 @@ def test_build_info_reports_the_build():
         assert not info["ops_without_cuda"]
     if os.environ.get("NUCFAST_CUDA") == "1":
         assert info["cuda_compiled"]
+
+
+def test_gpu_check_kit_stops_clearly_without_a_gpu(tmp_path):
+    """scripts/gpu_check.sh, the prepared command for a lent GPU machine: without a GPU it must stop at
+    once (exit 2) with a report saying why, not hang or half-run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run the kit itself")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no CUDA device visible to torch" in (tmp_path / "report.md").read_text()
