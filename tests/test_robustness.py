@@ -378,6 +378,7 @@ CI_RUNDIR_CASES = {
     "tile_tables_swapped",
     "label_chunk_random",
     "labels_deleted",
+    "label_metadata_garbage",
     "foreign_file_in_labels_fresh_run",
     "unmarked_foreign_directory",
 }
