@@ -905,8 +905,9 @@ _LABEL_CONFIG = {"write_empty_chunks": True}
 def _open_label_array(zpath: Path, shape, chunk: int):
     try:
         return _labels.open_label_array(zpath, shape, chunk).with_config(_LABEL_CONFIG)
-    except ValueError as e:
-        raise RunDirError(f"{e}; pass resume=False (CLI: --no-resume) to start this run afresh") from e
+    except ValueError as e:  # a shape/dtype mismatch, or zarr's JSON decoder on damaged metadata
+        what = str(e) if str(zpath) in str(e) else f"{zpath}: damaged label image ({type(e).__name__}: {e})"
+        raise RunDirError(f"{what}; pass resume=False (CLI: --no-resume) to start this run afresh") from e
     except Exception as e:  # zarr raises its own types for damaged metadata
         raise RunDirError(
             f"{zpath}: damaged label image ({type(e).__name__}: {e}); pass resume=False "
