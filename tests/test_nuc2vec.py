@@ -245,3 +245,11 @@ def test_ids_subset(net):
         nucfast.embed_nuclei(rgb, lab, model=net, ids=[ids.max() + 5])
     with pytest.raises(ValueError, match="ids must be a 1-d integer"):
         nucfast.embed_nuclei(rgb, lab, model=net, ids=[1.5])
+
+
+def test_export_onnx_cli(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from nucfast.cli import main
+
+    assert main(["export-onnx", "--model", "nuc2vec", "-o", str(tmp_path / "n.onnx")]) == 0
+    assert "export check" in capsys.readouterr().err and (tmp_path / "n.onnx").stat().st_size > 1e6
