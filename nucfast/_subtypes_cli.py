@@ -92,7 +92,7 @@ def write_gallery(
     subtype: np.ndarray,
     out: Path,
     *,
-    per_type: int = 48,
+    per_type: int = 32,
     seed: int = 0,
 ) -> list[Path]:
     """One PNG per subtype: a grid of up to ``per_type`` example nuclei (64 px windows, a random sample)."""

@@ -248,6 +248,7 @@ def extract_patches(image: torch.Tensor, centres: torch.Tensor, window: int, *, 
     return flat[:, idx].reshape(c, n, window, window).transpose(0, 1)
 
 
+@torch.no_grad()
 def embed_labels(
     net: Nuc2Vec,
     rgb: torch.Tensor,

@@ -75,6 +75,7 @@ class Nuc2VecConfig(RunConfig):
     ckpt_every: int = 100
     n_val: int = 6
     max_val_nuclei: int = 2000
+    hue: float = 0.5  # colour-jitter hue range (the paper's 0.5; an ablation knob)
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -140,13 +141,15 @@ class NucleusSet:
             out[j] = im[:, r0 : r0 + w, c0 : c0 + w].float() / 255.0
         return out
 
-    def views(self, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def views(
+        self, rng: np.random.Generator, batch: int, *, hue: float = 0.5
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch: (q, k) views (B, 3, w, w) of ``batch`` nuclei drawn uniformly."""
         idx = torch.from_numpy(rng.integers(len(self), size=batch))
         x, box = self.patches(idx)
         bg = self.random_crops(rng, self.image_of[idx])
         k = x * box + (1 - box) * bg  # background replacement
-        return augment_views(x, rng), augment_views(k, rng)
+        return augment_views(x, rng, hue=hue), augment_views(k, rng, hue=hue)
 
 
 # ------------------------------------------------------------------------------------------ augmentation
@@ -199,7 +202,12 @@ def gaussian_blur(x: torch.Tensor, sigma) -> torch.Tensor:
 
 
 def augment_views(
-    x: torch.Tensor, rng: np.random.Generator, *, extra: torch.Tensor | None = None, color: bool = True
+    x: torch.Tensor,
+    rng: np.random.Generator,
+    *,
+    extra: torch.Tensor | None = None,
+    color: bool = True,
+    hue: float = 0.5,
 ):
     """The per-view augmentations of the module docstring on a batch (N, 3, w, w) in [0, 1], all random
     parameters from ``rng``. ``extra`` (N, C, w, w): channels (a nucleus mask) warped with the same geometry
@@ -227,7 +235,7 @@ def augment_views(
     b = np.where(jit, rng.uniform(0.6, 1.4, n), 1.0)
     c = np.where(jit, rng.uniform(0.5, 1.5, n), 1.0)
     s = np.where(jit, rng.uniform(0.6, 1.4, n), 1.0)
-    h = np.where(jit, rng.uniform(-0.5, 0.5, n), 0.0)
+    h = np.where(jit, hue * rng.uniform(-1.0, 1.0, n), 0.0)
     if color:
         y = color_jitter(y, b, c, s, h)
     blur = rng.random(n) < 0.5
@@ -425,7 +433,7 @@ def train_nuc2vec(
         lr = _lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        xq, xk = train.views(rng, cfg.batch)
+        xq, xk = train.views(rng, cfg.batch, hue=cfg.hue)
         cl = torch.channels_last
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             q = moco.q(xq.contiguous(memory_format=cl))
