@@ -393,3 +393,13 @@ def test_tissue_characteristics_follow_the_annotated_nuclei():
     assert 0.3 < tc[:, 0].mean() / gt.mean() < 1.5
     blank = tissue_characteristics(np.full((2, 56, 56, 3), 245, np.uint8), 0.5)
     np.testing.assert_array_equal(blank, 0)
+
+
+def test_shipped_pathgan_models_load_through_the_registry():
+    g, d = models.load("pathgan"), models.load("pathgan_discriminator")
+    assert g.task == "tile-generator" and g.mpp == 0.5 and g.meta["step"] > 0 and len(g.sha256) == 64
+    assert d.task == "tile-discriminator"
+    tiles, mpp = nucfast.sample_tiles(8, seed=0)
+    assert tiles.shape == (8, 56, 56, 3) and mpp == 0.5
+    # generated tiles are tissue-coloured: mostly not glass, haematoxylin / eosin present
+    assert nucfast._tiles.tissue_fraction(tiles).mean() > 0.7
