@@ -403,3 +403,7 @@ def test_shipped_pathgan_models_load_through_the_registry():
     assert tiles.shape == (8, 56, 56, 3) and mpp == 0.5
     # generated tiles are tissue-coloured: mostly not glass, haematoxylin / eosin present
     assert nucfast._tiles.tissue_fraction(tiles).mean() > 0.7
+    e = models.load("pathgan_encoder")
+    assert e.task == "tile-embedding" and e.meta["generator_sha256"] == g.sha256
+    z = nucfast.embed_tiles(tiles, mpp=0.5)
+    assert z.shape == (8, 200) and np.isfinite(z).all()
