@@ -18,30 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import MONUSEG, load_monuseg_labels, monuseg_names, synthetic_labels  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_measure import inputs as _measure_inputs  # noqa: E402
 
 from nucfast.slide._nuclei import measure_tile  # noqa: E402
 from nucfast.slide._polygons import label_polygons  # noqa: E402
 from nucfast.slide.segmenters import TileSegmentation  # noqa: E402
 from nucfast.slide.tissue import Tile  # noqa: E402
 
-_CACHE: dict = {}
-
 
 def inputs():
-    if not _CACHE:
-        names = monuseg_names(1)
-        if names:
-            import imageio.v3 as iio
-
-            lab = load_monuseg_labels(names[0]).astype(np.int32)
-            rgb = np.ascontiguousarray(iio.imread(Path(MONUSEG) / f"{names[0]}.png")[..., :3])
-        else:
-            lab = synthetic_labels(0, shape=(1000, 1000), n=600)
-            rgb = (np.random.default_rng(0).random(lab.shape + (3,)) * 255).astype(np.uint8)
-        _CACHE["tile"] = (lab, rgb)
-    return _CACHE["tile"]
+    """The real 1000² MoNuSeg tile (labels, rgb) of bench_measure.py (synthetic when the data is absent)."""
+    return _measure_inputs()["real1000"]
 
 
 def _cv2_contours(lab: np.ndarray, ids) -> list:

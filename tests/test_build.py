@@ -1,6 +1,12 @@
 """The extension loads and reports how it was built."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
 
 import nucfast
 
@@ -23,18 +29,10 @@ def test_build_info_reports_the_build():
         assert info["cuda_compiled"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: run the kit itself")
 def test_gpu_check_kit_stops_clearly_without_a_gpu(tmp_path):
     """scripts/gpu_check.sh, the prepared command for a lent GPU machine: without a GPU it must stop at
     once (exit 2) with a report saying why, not hang or half-run."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import pytest
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present: run the kit itself")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), str(tmp_path)], capture_output=True,
                        text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})  # fmt: skip

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define NF_HOST_DEVICE __host__ __device__
@@ -113,6 +114,44 @@ NF_HOST_DEVICE inline void store_relaxed(T* p, T v) {
   *static_cast<volatile T*>(p) = v;
 #else
   __atomic_store(p, &v, __ATOMIC_RELAXED);
+#endif
+}
+
+// ---- bit casts (host: memcpy; device: intrinsics) -----------------------------------------------------
+NF_HOST_DEVICE inline uint32_t bits_of(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+NF_HOST_DEVICE inline uint64_t bits_of(double x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+NF_HOST_DEVICE inline float from_bits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+NF_HOST_DEVICE inline double from_bits(uint64_t u) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(u));
+#else
+  double x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
 #endif
 }
 

@@ -41,43 +41,6 @@ struct KeyTraits<double> {
   static constexpr int kBits = 64;
 };
 
-NF_HOST_DEVICE inline uint32_t bits_of(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-NF_HOST_DEVICE inline uint64_t bits_of(double x) {
-#if defined(__CUDA_ARCH__)
-  return static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  uint64_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-NF_HOST_DEVICE inline float from_bits(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-#endif
-}
-NF_HOST_DEVICE inline double from_bits(uint64_t u) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(static_cast<long long>(u));
-#else
-  double x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-#endif
-}
-
 // Monotone key: negative floats have all bits flipped (larger magnitude -> smaller key), non-negative
 // ones get the sign bit set. -0.0 is canonicalised to +0.0 first. NaNs get keys above +inf (positive
 // sign) or below -inf; callers reject NaN inputs.

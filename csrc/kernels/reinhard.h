@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "common.h"
 
@@ -34,32 +33,12 @@ struct Args {
   float* out;      // (3, n)
 };
 
-NF_REINHARD_FN uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-
-NF_REINHARD_FN float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-#endif
-}
-
 // cube root of x > 0 (normal floats): initial guess within ~5 % from the exponent bits (in float arithmetic,
 // so the loop vectorises), two Halley steps (cubic convergence) -> float precision
 NF_REINHARD_FN float cbrt_pos(float x) {
   // x > 0: its bits are < 2^31, so signed conversions (no branch, unlike unsigned ones) are exact enough
-  const int32_t third = static_cast<int32_t>(static_cast<float>(static_cast<int32_t>(float_bits(x))) * (1.0f / 3.0f));
-  float y = bits_float(static_cast<uint32_t>(third) + 709921077u);
+  const int32_t third = static_cast<int32_t>(static_cast<float>(static_cast<int32_t>(nf::bits_of(x))) * (1.0f / 3.0f));
+  float y = nf::from_bits(static_cast<uint32_t>(third) + 709921077u);
   float y3 = y * y * y;
   y = y * (y3 + 2.0f * x) / (2.0f * y3 + x);
   y3 = y * y * y;

@@ -16,6 +16,8 @@
 #include "nf_test.h"
 
 using namespace nf::psig;
+using nf::bits_of;
+using nf::from_bits;
 
 namespace {
 
