@@ -107,7 +107,8 @@ class _Progress:
             self.bar.close()
 
 
-_PER_TILE = ("decode", "segment", "measure", "write")  # stages whose rate (MP/s) means something
+# stages whose rate (MP/s) means something
+_PER_TILE = ("decode", "segment", "measure", "embed", "tile_embed", "write")
 
 
 def _stage_rates(res) -> str:
@@ -157,6 +158,9 @@ def _segment_kwargs(args) -> dict:
         reader_backend=args.reader,
         outputs=outputs,
         tissue=not args.no_tissue,
+        embed=args.embed or bool(args.subtypes),
+        subtypes=args.subtypes,
+        tile_embed=args.tile_embed,
     )
 
 
@@ -260,8 +264,11 @@ def _add_sample_tiles_parser(sub) -> None:
     )
     p.add_argument("grid", metavar="GRID.png", help="output PNG of the sample grid")
     p.add_argument("--strip", default=None, metavar="STRIP.png", help="also write an interpolation strip")
-    p.add_argument("--model", default="pathgan",
-                   help=f"tile generator: {', '.join(models.names('tile-generator'))} or a .safetensors file")
+    p.add_argument(
+        "--model",
+        default="pathgan",
+        help=f"tile generator: {', '.join(models.names('tile-generator'))} or a .safetensors file",
+    )
     p.add_argument("-n", type=int, default=64, help="tiles in the grid (default 64)")
     p.add_argument("--cols", type=int, default=8, help="grid columns (default 8)")
     p.add_argument("--seed", type=int, default=0)
@@ -304,6 +311,23 @@ def _add_segment_options(p: argparse.ArgumentParser, *, demo: bool = False) -> N
         "writes nuclei.geojson.gz instead, which QuPath reads as well)",
     )
     p.add_argument("--no-tissue", action="store_true", help="process the whole slide, not only tissue")
+    p.add_argument(
+        "--embed",
+        action="store_true",
+        help="add a Nuc2Vec embedding per nucleus (table column nuc2vec, obsm['X_nuc2vec'] in nuclei.h5ad)",
+    )
+    p.add_argument(
+        "--subtypes",
+        default=None,
+        metavar="REF",
+        help="assign nucleus subtypes from a reference of `nucfast subtypes fit` (implies --embed): table "
+        "column subtype, GeoJSON classification",
+    )
+    p.add_argument(
+        "--tile-embed",
+        action="store_true",
+        help="one PathologyGAN encoder latent per tissue tile (tiles.parquet, tiles.h5ad)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
