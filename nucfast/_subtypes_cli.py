@@ -1,5 +1,5 @@
 """``nucfast subtypes fit`` / ``nucfast subtypes assign``, and the pictures people look at (a gallery PNG per
-subtype, a 2-D map of the embeddings coloured by subtype).
+subtype, a 2-D UMAP of the embeddings coloured by subtype).
 
 Inputs: ``--data DIR`` (images ``NAME.png`` with instance labels ``NAME_inst.tif``: every nucleus is embedded
 with :func:`nucfast.embed_nuclei`) or ``--embeddings FILE`` (``.npy`` (n, d), ``.npz`` with ``embeddings``
@@ -130,14 +130,14 @@ def write_gallery(
 
 
 def write_map(emb: np.ndarray, subtype: np.ndarray, path: Path, *, max_points: int = 5000, seed: int = 0):
-    """A 2-D t-SNE map of (a sample of) the embeddings, one colour per subtype (PNG, 800 x 800)."""
+    """A 2-D UMAP (cosine metric, 15 neighbours) of (a sample of) the embeddings, one colour per subtype
+    (PNG, 800 x 800)."""
     from PIL import Image, ImageDraw  # optional dependency (the slide extra)
-    from sklearn.manifold import TSNE  # optional heavy dependency (scikit-learn)
+    from umap import UMAP  # optional heavy dependency (umap-learn, with scanpy in the subtypes extra)
 
     sel = np.random.default_rng(seed).permutation(len(emb))[:max_points]
-    xy = TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(len(sel) - 1, 1) / 3)).fit_transform(
-        emb[sel]
-    )
+    nn = max(2, min(15, len(sel) - 1))
+    xy = UMAP(n_neighbors=nn, metric="cosine", random_state=seed, n_jobs=1).fit_transform(emb[sel])
     xy = (xy - xy.min(0)) / (np.ptp(xy, 0) + 1e-9) * 760 + 20
     im = Image.new("RGB", (800, 800), (255, 255, 255))
     d = ImageDraw.Draw(im)
@@ -186,7 +186,7 @@ def _cmd_fit(args) -> int:
         g = Path(args.gallery)
         if args.data is not None:
             write_gallery(Path(args.data), image, label, subtype, g)
-        write_map(emb, subtype, g / "map.png")
+        write_map(emb, subtype, g / "umap.png")
     print(json.dumps(summary))
     return 0
 

@@ -135,3 +135,18 @@ def test_bad_embedding_arguments(slide, reference, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such reference"):
         segment_slide(slide[1], tmp_path / "c", embed=True, subtypes=tmp_path / "missing.safetensors")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_segment_embed_subtypes(slide, reference, tmp_path, capsys):
+    from nucfast import cli
+
+    out = tmp_path / "cli"
+    argv = ["segment", str(slide[1]), "-o", str(out), "--tile", "1024", "-q", "--subtypes", str(reference),
+            "--outputs", "table"]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "embed " in printed and "MP/s" in printed
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out / "nuclei.parquet", columns=["nuc2vec", "subtype"])
+    assert t.num_rows > 500 and t.column("subtype").to_numpy().max() < 4

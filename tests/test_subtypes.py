@@ -81,10 +81,10 @@ def test_cli_fit_assign_and_pictures(tmp_path, capsys):
         == 0
     )
     assert sorted(p.name for p in g.iterdir()) == [
-        "map.png",
         "subtype_00.png",
         "subtype_01.png",
         "subtype_02.png",
+        "umap.png",
     ]
     np.save(tmp_path / "e.npy", np.asarray(load_reference(ref).embeddings))
     assert (
