@@ -26,7 +26,9 @@ pytestmark = pytest.mark.skipif(len(NAMES) < 2, reason="MoNuSeg data not availab
 def slide(tmp_path_factory):
     rgb = np.concatenate([read_rgb(MONUSEG / f"{n}.png") for n in NAMES], axis=1)  # 1000 x 2000
     p = tmp_path_factory.mktemp("embed") / "mosaic.tif"
-    tifffile.imwrite(p, rgb, tile=(256, 256), photometric="rgb", description="Aperio |MPP = 0.25", metadata=None)
+    tifffile.imwrite(
+        p, rgb, tile=(256, 256), photometric="rgb", description="Aperio |MPP = 0.25", metadata=None
+    )
     return rgb, p
 
 

@@ -254,10 +254,15 @@ class ModelSegmenter:
             if backend == "cuda" and device != "cuda":
                 raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
             bf16 = device == "cpu" and self.model.bf16  # torch bf16 on the CPU: no ONNX export needed
-            onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
-            self.engine = select_backend(
-                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads, cpu_bf16=bf16
-            )
+            if device == "cpu" and self.model.int8:  # NUCFAST_CPU_PRECISION=int8: the shipped QDQ graph
+                from ..engines._quantize import int8_backend
+
+                self.engine = int8_backend(self.model, threads=threads)
+            else:
+                onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
+                self.engine = select_backend(
+                    "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads, cpu_bf16=bf16
+                )
         else:
             onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
             self.engine = select_backend(backend, self.model.net, onnx=onnx, intra_op_threads=threads)
