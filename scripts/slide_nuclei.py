@@ -58,7 +58,8 @@ def main(argv=None) -> int:
                     continue
                 inst = (inv.reshape(lab.shape) + (ids[0] != 0)).astype(np.uint16 if n < 65535 else np.int32)
                 name = f"{s.stem}_{r}_{c}"
-                Image.fromarray(np.ascontiguousarray(grid.read(r, c, h, w)[..., :3])).save(out / f"{name}.png")
+                rgb = np.ascontiguousarray(grid.read(r, c, h, w)[..., :3])
+                Image.fromarray(rgb).save(out / f"{name}.png")
                 tifffile.imwrite(out / f"{name}_inst.tif", inst)
                 n_tiles += 1
                 n_nuc += n
