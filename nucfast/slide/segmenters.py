@@ -81,6 +81,17 @@ def _mean_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarra
     return (tot / np.maximum(cnt, 1)).astype(np.float32)
 
 
+def _labels_and_scores(labels: torch.Tensor, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mean_per_label` on the labels' device, then the label tile (int32) and the scores to the host:
+    the device path's only transfer back (the probabilities stay on the device)."""
+    lab = labels.reshape(-1).to(torch.int64)
+    n = int(lab.max()) if lab.numel() else 0
+    cnt = torch.bincount(lab, minlength=n + 1)
+    tot = torch.bincount(lab, weights=values.reshape(-1).to(torch.float64), minlength=n + 1)
+    scores = (tot / cnt.clamp_min(1)).to(torch.float32)
+    return np.ascontiguousarray(labels.to(torch.int32).cpu().numpy()), scores.cpu().numpy()
+
+
 def attention_postprocess(binary: np.ndarray) -> np.ndarray:
     """The attention post-processing (REFERENCE.md 1 steps 1-4) with the nucfast kernels.
 
@@ -218,6 +229,13 @@ class ModelSegmenter:
         The model's post-processing with the nucfast kernels (default) or the scipy / scikit-image
         reference of the same steps (benchmarks; identical nuclei).
 
+    device_resident : bool
+        The tile stays on the engine's device from normalisation to the label tile (default): uploaded
+        through pinned memory on a GPU, normalised, inferred and post-processed there by the nucfast kernels
+        (which take tensors), and only the label tile and the per-nucleus scores come back. ``False``: the
+        host pipeline of before (probabilities copied to numpy and post-processed there). On the CPU both
+        give identical nuclei (tests/test_slide_models.py); the CUDA path has never run (no GPU here).
+
     Scores: the mean mask probability over each nucleus.
     """
 
@@ -231,12 +249,14 @@ class ModelSegmenter:
         tta: bool = False,
         threads: int | None = None,
         postprocess: str = "nucfast",
+        device_resident: bool = True,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if postprocess not in ("nucfast", "reference"):
             raise ValueError(f"postprocess must be 'nucfast' or 'reference', got {postprocess!r}")
         self.postprocess = postprocess
+        self.device_resident = bool(device_resident)
         self.model = models.load(model)
         if self.model.task != "segmentation" or self.model.net is None:
             raise ValueError(f"model {self.model.name!r} is not a segmentation network")
@@ -312,22 +332,32 @@ class ModelSegmenter:
         t0 = time.perf_counter()
         if self.context is None:
             raise RuntimeError("ModelSegmenter: call fit(samples) before segmenting (slide-level statistics)")
-        x = self.context.normalize_u8(torch.from_numpy(np.require(rgb, requirements=["C"])))  # fused op
+        t = torch.from_numpy(np.require(rgb, requirements=["C"]))
+        dev = self.engine.device
+        if self.device_resident and dev.type == "cuda":  # pinned host memory -> the engine's device
+            t = t.pin_memory().to(dev, non_blocking=True)
+        x = self.context.normalize_u8(t)  # the fused op (CPU or CUDA kernel, where the tile is)
         t1 = time.perf_counter()
-        probs = self._infer(x).float().cpu().numpy()
+        probs = self._infer(x).float()
         t2 = time.perf_counter()
-        pp = None
-        if self.postprocess == "reference":
-            ref = _reference()
-            cfg = self.model.meta.get("postprocess") or {}
-            pp = (
-                (lambda pm, pk: ref.usenet_instances_reference(pm, pk, **cfg))
-                if self.model.kind == "usenet"
-                else ref.attention_instances_reference
-            )
-        labels = np.ascontiguousarray(self.model.postprocess(probs, pp), dtype=np.int32)
-        n = int(labels.max()) if labels.size else 0
-        scores = _mean_per_label(labels, probs[0], n)
+        if self.device_resident and self.postprocess == "nucfast":
+            # post-processing on the probabilities' device (the nucfast kernels take tensors); only the label
+            # tile and the per-nucleus scores come back to the host
+            labels, scores = _labels_and_scores(self.model.postprocess(probs), probs[0])
+        else:  # the host pipeline: probabilities copied to numpy, post-processed there
+            probs = probs.cpu().numpy()
+            pp = None
+            if self.postprocess == "reference":
+                ref = _reference()
+                cfg = self.model.meta.get("postprocess") or {}
+                pp = (
+                    (lambda pm, pk: ref.usenet_instances_reference(pm, pk, **cfg))
+                    if self.model.kind == "usenet"
+                    else ref.attention_instances_reference
+                )
+            labels = np.ascontiguousarray(self.model.postprocess(probs, pp), dtype=np.int32)
+            n = int(labels.max()) if labels.size else 0
+            scores = _mean_per_label(labels, probs[0], n)
         t3 = time.perf_counter()
         with self._lock:
             self.timing["normalize"] += t1 - t0
