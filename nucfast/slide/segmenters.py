@@ -325,6 +325,23 @@ class ModelSegmenter:
         tta = models.dihedral_average(lambda z: self.engine(z[None], **inputs)[0], x)
         return tta[:, :h, :w].to(torch.float32)
 
+    def _postprocess_on_device(self, probs: torch.Tensor) -> torch.Tensor:
+        """The model's post-processing on the probabilities' device: on a GPU, USE-Net's watershed method
+        without host synchronisation in Python (``usenet_watershed_device``, identical labels); otherwise
+        the model's own (the fast CPU ops)."""
+        cfg = self.model.meta.get("postprocess") or {}
+        if probs.device.type == "cuda" and self.model.kind == "usenet" and cfg.get("method") == "watershed":
+            from ..postprocess._pipelines import (
+                USENET_MARKER_THRESHOLD,
+                USENET_MASK_THRESHOLD,
+                usenet_watershed_device,
+            )
+
+            tm = cfg.get("mask_threshold", USENET_MASK_THRESHOLD)
+            tk = cfg.get("marker_threshold", USENET_MARKER_THRESHOLD)
+            return usenet_watershed_device(probs[0], probs[1], tm, tk)
+        return self.model.postprocess(probs)
+
     def __call__(self, rgb) -> TileSegmentation:
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
@@ -343,7 +360,7 @@ class ModelSegmenter:
         if self.device_resident and self.postprocess == "nucfast":
             # post-processing on the probabilities' device (the nucfast kernels take tensors); only the label
             # tile and the per-nucleus scores come back to the host
-            labels, scores = _labels_and_scores(self.model.postprocess(probs), probs[0])
+            labels, scores = _labels_and_scores(self._postprocess_on_device(probs), probs[0])
         else:  # the host pipeline: probabilities copied to numpy, post-processed there
             probs = probs.cpu().numpy()
             pp = None
