@@ -85,3 +85,46 @@ def test_every_device_op_has_a_cuda_kernel():
         pytest.skip("CPU-only build (NUCFAST_CUDA=0)")
     for op in DEVICE_OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"nucfast::{op}", "CUDA"), op
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_device_postprocessing_matches_cpu():
+    """First-run check for the GPU check kit (scripts/gpu_check.sh): the device post-processing on CUDA
+    tensors vs the CPU (the parallel watershed may differ where equal values compete: bounded, not 0)."""
+    if NAME not in monuseg_names():
+        pytest.skip("MoNuSeg data not available")
+    from nucfast.datasets import read_rgb
+
+    cfg = models.load("usenet").meta["postprocess"]
+    _, p = nucfast.segment_image(read_rgb(MONUSEG / f"{NAME}.png"), return_probs=True)
+    pm, pk = torch.from_numpy(p[0]), torch.from_numpy(p[1])
+    want = usenet_instances(pm, pk, **cfg)
+    got = usenet_watershed_device(pm.cuda(), pk.cuda(), cfg["mask_threshold"], cfg["marker_threshold"])
+    assert got.device.type == "cuda"
+    fg = want > 0
+    assert torch.equal(fg, got.cpu() > 0)
+    assert (got.cpu()[fg] != want[fg]).float().mean() < 1e-3
+
+
+@needs_cuda
+def test_cuda_tile_path_matches_cpu(monkeypatch):
+    """ModelSegmenter on CUDA (device-resident) vs on the CPU in float32: the same nuclei (F1 at IoU 0.5)."""
+    if NAME not in monuseg_names():
+        pytest.skip("MoNuSeg data not available")
+    from nucfast.datasets import read_rgb
+    from nucfast.slide.accuracy import detection_scores
+    from nucfast.slide.segmenters import ModelSegmenter
+
+    rgb = read_rgb(MONUSEG / f"{NAME}.png")
+    sample = [rgb[r : r + 256, c : c + 256] for r in (0, 512) for c in (0, 512)]
+    monkeypatch.setenv("NUCFAST_CPU_PRECISION", "fp32")
+    out = []
+    for backend in ("cuda", "cpu"):
+        seg = ModelSegmenter("usenet", backend=backend)
+        seg.fit(sample)
+        out.append(seg(rgb).labels)
+    s = detection_scores(out[1], out[0], iou_threshold=0.5)
+    assert s["f1"] > 0.95, s
