@@ -815,7 +815,8 @@ def segment_slide(
     resume : bool
         Continue a previous run in ``out_dir`` (skip its committed tiles). ``False`` starts afresh.
     workers : int
-        Segmentation threads.
+        Segmentation threads; each runs the network with ``torch.get_num_threads() // workers`` intra-op
+        threads (torch and onnxruntime) during the call, so the workers do not oversubscribe the cores.
     queue_size : int
         Capacity of each inter-stage queue (bounds memory: about ``(2 queue_size + workers)`` tiles).
     reader_backend : {"auto", "cucim", "openslide", "tifffile"}
@@ -856,6 +857,48 @@ def segment_slide(
     ValueError
         ``out_dir`` holds a run with a different configuration and ``resume=True``.
     """
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+        with _worker_threads(workers):
+            return _segment_slide(**locals())
+    return _segment_slide(**locals())  # the argument checks there raise the error
+
+
+@contextmanager
+def _worker_threads(workers: int):
+    """Intra-op threads per worker (torch, and onnxruntime sessions created meanwhile, which default to
+    torch's count): ``torch.get_num_threads() // workers``, at least 1, so ``workers`` segmentation
+    threads do not oversubscribe the cores; restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(max(1, n // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _segment_slide(
+    path,
+    out_dir=None,
+    *,
+    model="usenet",
+    backend: str = "auto",
+    tile: int = 1024,
+    halo: int | None = None,
+    mpp: float | None = None,
+    resume: bool = True,
+    workers: int = 1,
+    queue_size: int = 2,
+    reader_backend: str = "auto",
+    outputs=_DEFAULT_OUTPUTS,
+    progress=None,
+    tissue: bool = True,
+    segmenter_kwargs: dict | None = None,
+    embed=False,
+    subtypes=None,
+    tile_embed=False,
+) -> SlideResult:
     import torch
 
     t_start = time.perf_counter()
