@@ -90,6 +90,30 @@ def test_weights_round_trip_and_metadata(tmp_path):
     torch.testing.assert_close(m.net(x), net.half().float().eval()(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["usenet", "attention", "pathgan"])
+def test_shipped_weights_load_exactly_without_random_init(name):
+    """A weights file's network is built on the meta device uninitialised and takes the file's tensors
+    (``assign=True``): every tensor equals the file's, on the CPU, trainable; pathgan, whose meta build
+    differs (no spectral norm there), falls back to build-and-load with the same result."""
+    from nucfast.models._weights import load_weights
+
+    m = load(name)
+    sd, _ = load_weights(models.WEIGHTS_DIR / models.spec(name).weights)
+    got = m.net.state_dict()
+    assert set(got) == set(sd)
+    for k, v in sd.items():
+        assert torch.equal(got[k], v.float() if v.is_floating_point() else v), k
+    assert all(p.device.type == "cpu" and p.requires_grad for p in m.net.parameters())
+
+
+def test_loading_a_model_does_not_import_dynamo():
+    """Nothing on the path import nucfast -> load the default model pulls in torch._dynamo (a second of
+    imports; meta-device ``normal_`` used to, through its Python decomposition)."""
+    code = "import sys, nucfast.models as m; m.load('usenet'); print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", out
+
+
 def test_absurd_configuration_is_refused_before_allocating(tmp_path):
     cfg = {"arch": "lite", "widths": [8192, 8192, 8192, 8192], "stem_width": 8192}
     with pytest.raises(ValueError, match="parameters .*refused"):

@@ -232,3 +232,37 @@ def test_cucim_quiet_and_no_cufile_log_in_cwd(tmp_path):
     assert p.stdout == "done\n"  # no cuFile start-up lines on stdout
     assert "cuFile" not in p.stderr
     assert not (tmp_path / "cufile.log").exists()
+
+
+def _float_block_mean(level: np.ndarray, k: int) -> np.ndarray:
+    """The thumbnail rule as first written: float32 copy, edge padding, mean of k x k blocks, rint."""
+    h, w = level.shape[:2]
+    th, tw = -(-h // k), -(-w // k)
+    x = np.pad(level.astype(np.float32), ((0, th * k - h), (0, tw * k - w), (0, 0)), mode="edge")
+    return np.clip(np.rint(x.reshape(th, k, tw, k, 3).mean(axis=(1, 3))), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 16, 17])
+def test_block_mean_equals_the_float_mean(k):
+    """The integer block means of the thumbnails equal the float32 means rounded half to even, for every
+    factor (exact sums; ties such as a mean of x.5 round to even in both), on odd shapes (edge padding)."""
+    from nucfast.slide.reader import _block_mean_u8
+
+    rng = np.random.default_rng(k)
+    img = rng.integers(0, 256, (67, 91, 3), dtype=np.uint8)
+    img[:8] = rng.integers(100, 102, (8, 91, 3), dtype=np.uint8)  # many exact .5 means
+    np.testing.assert_array_equal(_block_mean_u8(img, k), _float_block_mean(img, k))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_thumbnails_read_once_equal_each_thumbnail(pyramid, backend):
+    p, img, lv1 = pyramid
+    with open_slide(p, backend=backend) as s:
+        sizes = [100, 256, 420, 64]
+        many = s.thumbnails(sizes)
+        for size, (thumb, ds) in zip(sizes, many, strict=True):
+            one, ds1 = s.thumbnail(size)
+            np.testing.assert_array_equal(thumb, one)
+            assert ds == ds1 and max(thumb.shape[:2]) <= size
+        np.testing.assert_array_equal(many[2][0], img)  # 420: level 0 itself
+        np.testing.assert_array_equal(s.thumbnail(200)[0], _float_block_mean(lv1, 2))  # level 1, k = 2

@@ -216,10 +216,36 @@ def _shape_mismatch(expected: dict, got: dict) -> str | None:
     return "; ".join(parts) or None
 
 
-def build_network(kind: str, config: dict | None = None, *, shapes: dict | None = None) -> nn.Module:
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Skips the random initialisation of parameters (``torch.nn.init`` and the in-place random / fill
+    ops it uses) while a network is built on the meta device: there it computes nothing, and meta
+    ``normal_`` would import ``torch._dynamo`` (about a second) through its Python decomposition. A
+    torch-function mode is thread-local, so a network built in another thread meanwhile is unaffected."""
+
+    _INIT_OPS = frozenset(
+        getattr(torch.Tensor, n)
+        for n in ("normal_", "uniform_", "fill_", "zero_", "bernoulli_", "exponential_", "random_")
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self._INIT_OPS or getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else next(iter((kwargs or {}).values()), None)
+        return func(*args, **(kwargs or {}))
+
+
+def _meta_network(build, config: dict) -> nn.Module:
+    with torch.device("meta"), _SkipInit():
+        return build(config)
+
+
+def build_network(
+    kind: str, config: dict | None = None, *, shapes: dict | None = None, init: bool = True
+) -> nn.Module:
     """An untrained network of ``kind`` from ``config``, refused before any allocation when it would have
     more than :data:`MAX_PARAMETERS` parameters or, given the tensor ``shapes`` of a weights file, when
-    its state dict would not fit them (a file whose metadata asks for other widths fails at once)."""
+    its state dict would not fit them (a file whose metadata asks for other widths fails at once).
+    ``init=False``: the network on the meta device, uninitialised, for
+    ``load_state_dict(..., assign=True)`` (no random initialisation computed only to be overwritten)."""
     k = _KINDS.get(kind)
     if k is None:
         raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(sorted(_KINDS))})")
@@ -227,9 +253,8 @@ def build_network(kind: str, config: dict | None = None, *, shapes: dict | None 
         raise ValueError(f"model kind {kind!r} has no network")
     config = dict(config or {})
     try:
-        with torch.device("meta"):
-            meta_net = k.build(config)
-            n = sum(p.numel() for p in meta_net.parameters())
+        meta_net = _meta_network(k.build, config)
+        n = sum(p.numel() for p in meta_net.parameters())
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"invalid {kind} configuration {config}: {e}") from e
     if n > MAX_PARAMETERS:
@@ -240,7 +265,7 @@ def build_network(kind: str, config: dict | None = None, *, shapes: dict | None 
         why = _shape_mismatch({n_: tuple(v.shape) for n_, v in meta_net.state_dict().items()}, shapes)
         if why:
             raise ValueError(f"the weights do not fit their {kind} configuration {config}: {why}")
-    return k.build(config)
+    return k.build(config) if init else meta_net
 
 
 def tissue_pixels(rgb: np.ndarray) -> np.ndarray:
@@ -451,15 +476,24 @@ def _from_file(path: Path, name: str | None) -> Model:
     if not isinstance(config or {}, dict):
         raise ValueError(f"model: weights file {path} has a 'config' that is not a JSON object")
     try:
-        net = build_network(kind, config or {}, shapes=shapes)  # checked on the meta device first
+        # checked on the meta device first; built there uninitialised, its tensors are the file's
+        net = build_network(kind, config or {}, shapes=shapes, init=False)
     except ValueError as e:
         raise ValueError(f"model: weights file {path}: {e}") from e
     try:
         sd, _ = load_weights(path)
     except Exception as e:
         raise ValueError(f"model: cannot read weights file {path}: {type(e).__name__}: {e}") from e
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
     try:
-        net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()})
+        net.load_state_dict(sd, assign=True)
+        ok = not any(t.is_meta for t in (*net.parameters(), *net.buffers()))
+    except RuntimeError:  # a network built otherwise on the meta device (pathgan: no spectral norm there)
+        ok = False
+    try:
+        if not ok:  # state outside the state dict, or another structure: built and initialised, then loaded
+            net = build_network(kind, config or {})
+            net.load_state_dict(sd)
     except RuntimeError as e:
         raise ValueError(f"model: weights file {path} does not fit its {kind} configuration: {e}") from e
     return Model(net, meta, kind, name=name, path=path)

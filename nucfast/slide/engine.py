@@ -399,6 +399,7 @@ class _Plan:
     tiles: list
     config: dict
     embedders: Embedders = field(default_factory=Embedders)
+    overlay_thumb: tuple | None = None  # (thumbnail, downsample) for overlay.png, read with the tissue's
 
     @property
     def schema(self):
@@ -424,14 +425,16 @@ class _Plan:
 
 def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer: StageTimer, *,
           tile: int, halo: int, tissue: bool, workers: int, queue_size: int,
-          embedders: Embedders) -> _Plan:  # fmt: skip
+          embedders: Embedders, overlay: bool = False) -> _Plan:  # fmt: skip
     """Open (working grid), tissue (mask + tile grid), fit (slide-level statistics) and the run config."""
     with timer("open"):
         mpp0 = reader.require_mpp()
         grid = WorkingGrid(reader, float(seg.mpp) / mpp0)
         _check_work(reader, seg, grid, tile, halo, workers, queue_size)
     with timer("tissue"):
-        thumb, thumb_ds = reader.thumbnail(1024)
+        # the overlay's thumbnail too: from the same level, decoded once
+        thumbs = reader.thumbnails([1024, _out.OVERLAY_SIZE] if overlay else [1024])
+        thumb, thumb_ds = thumbs[0]
         mask = tissue_mask(thumb, downsample=thumb_ds, mpp=mpp0) if tissue else np.ones(thumb.shape[:2], bool)
         mask_ds_w = thumb_ds / grid.scale  # working px per mask px
         tiles = tile_grid(grid.shape, tile, mask, mask_ds_w, margin=halo // 2)
@@ -453,7 +456,9 @@ def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer:
         "model": seg.state(),
         **embedders.config(),
     }
-    return _Plan(path, out_dir, reader, seg, grid, mpp0, halo, tiles, config, embedders)
+    return _Plan(
+        path, out_dir, reader, seg, grid, mpp0, halo, tiles, config, embedders, thumbs[1] if overlay else None
+    )
 
 
 def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
@@ -725,7 +730,9 @@ def _finalise(plan: _Plan, timer: StageTimer, outputs, n_nuclei: int) -> dict:
                 )
         if "overlay" in outputs:
             with timer("overlay"):
-                paths["overlay"] = _out.write_overlay(plan.reader, tiles_dir, order, out_dir / "overlay.png")
+                paths["overlay"] = _out.write_overlay(
+                    plan.reader, tiles_dir, order, out_dir / "overlay.png", thumb=plan.overlay_thumb
+                )
                 counts = {i: _count_rows(tiles_dir, [i]) for i in order}
                 regions = _out.overlay_regions(plan.tiles, counts, plan.grid.scale, plan.reader.shape)
                 paths["overlay_regions"] = _out.write_overlay_regions(
@@ -929,7 +936,8 @@ def _segment_slide(
     try:
         rundir = RunDir(out_dir).open()  # owned and locked for the whole run
         kw = dict(tile=int(tile), halo=halo, tissue=tissue, workers=int(workers), queue_size=int(queue_size))
-        plan = _plan(path, out_dir, reader, seg, timer, embedders=embedders, **kw)
+        kw.update(embedders=embedders, overlay="overlay" in outputs)
+        plan = _plan(path, out_dir, reader, seg, timer, **kw)
         zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
         committed = sum(done.values())

@@ -388,12 +388,19 @@ def _draw(img: np.ndarray, geoms, ds: float, ox: float, oy: float, color, thickn
     )
 
 
-def write_overlay(reader, tiles_dir: Path, order, path: Path, max_size: int = 2048) -> Path:
-    """Thumbnail PNG with the nucleus contours (green), drawn tile by tile."""
+#: Longest side of ``overlay.png``.
+OVERLAY_SIZE = 2048
+
+
+def write_overlay(
+    reader, tiles_dir: Path, order, path: Path, max_size: int = OVERLAY_SIZE, *, thumb=None
+) -> Path:
+    """Thumbnail PNG with the nucleus contours (green), drawn tile by tile. ``thumb``: the reader's
+    ``thumbnail(max_size)`` when already read."""
     import pyarrow.parquet as pq
     import shapely
 
-    thumb, ds = reader.thumbnail(max_size)
+    thumb, ds = thumb if thumb is not None else reader.thumbnail(max_size)
     img = np.ascontiguousarray(thumb[..., ::-1])  # BGR for OpenCV
     for i in order:
         wkb = pq.read_table(_tile_file(tiles_dir, i), columns=["geometry"]).column("geometry")

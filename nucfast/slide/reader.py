@@ -176,6 +176,28 @@ def _pyramid_pages(tf, assoc_pages) -> list:
     return out
 
 
+def _block_mean_u8(strip: np.ndarray, k: int) -> np.ndarray:
+    """Means of the ``k`` x ``k`` blocks of a uint8 RGB strip (edge-padded to a multiple of ``k``), rounded
+    half to even: the same values as ``rint`` of the float32 mean (exact integer sums, their quotient
+    rounded to float32), by 2k integer additions of strided views instead of a float32 copy of the strip
+    (4-8x faster)."""
+    hh, lw = strip.shape[:2]
+    ph, pw = -(-hh // k) * k, -(-lw // k) * k
+    if (ph, pw) != (hh, lw):
+        strip = np.pad(strip, ((0, ph - hh), (0, pw - lw), (0, 0)), mode="edge")
+    if k == 1:
+        return np.ascontiguousarray(strip[..., :3])
+    v = strip[..., :3].reshape(ph // k, k, pw, 3)
+    rows = v[:, 0].astype(np.uint16 if k * 255 < 65536 else np.uint32)
+    for i in range(1, k):
+        rows += v[:, i]
+    cols = rows.reshape(ph // k, pw // k, k, 3)
+    s = cols[:, :, 0].astype(np.uint32)
+    for j in range(1, k):
+        s += cols[:, :, j]
+    return np.rint((s / (k * k)).astype(np.float32)).astype(np.uint8)
+
+
 class SlideReader:
     """Random access to a whole-slide image. Use :func:`open_slide`.
 
@@ -362,24 +384,33 @@ class SlideReader:
         so its geometry is exact. Returns ``(image, downsample)`` with downsample relative to level 0
         (``thumb[i, j]`` covers level-0 rows ``i*downsample ... (i+1)*downsample``).
         """
+        return self.thumbnails([max_size])[0]
+
+    def thumbnails(self, sizes) -> list[tuple[np.ndarray, float]]:
+        """:meth:`thumbnail` for each of ``sizes``, the ones read from the same level decoding it once
+        (the tissue mask's and the overlay's)."""
         H0, W0 = self.shape
-        target = max(H0, W0) / max_size
-        li = self.best_level_for_downsample(max(target, 1.0))
-        lv = self.levels[li]
-        lh, lw = lv.shape
-        k = max(1, int(np.ceil(max(lh, lw) / max_size)))
-        th, tw = -(-lh // k), -(-lw // k)
-        out = np.empty((th, tw, 3), np.uint8)
-        rows_per_strip = max(1, (8 << 20) // max(1, lw * 3 * k)) * k  # ~8 MB strips
-        for r in range(0, lh, rows_per_strip):
-            hh = min(rows_per_strip, lh - r)
-            strip = self.read_region(li, (r, 0), (hh, lw)).astype(np.float32)
-            ph, pw = -(-hh // k) * k, tw * k
-            if (ph, pw) != strip.shape[:2]:
-                strip = np.pad(strip, ((0, ph - hh), (0, pw - lw), (0, 0)), mode="edge")
-            blk = strip.reshape(ph // k, k, tw, k, 3).mean(axis=(1, 3))
-            out[r // k : r // k + ph // k] = np.clip(np.rint(blk), 0, 255).astype(np.uint8)
-        return out, lv.downsample * k
+        plans = []
+        for max_size in sizes:
+            li = self.best_level_for_downsample(max(max(H0, W0) / max_size, 1.0))
+            lh, lw = self.levels[li].shape
+            plans.append((li, max(1, int(np.ceil(max(lh, lw) / max_size)))))
+        out: list = [None] * len(plans)
+        for li in sorted({li for li, _ in plans}):
+            lh, lw = self.levels[li].shape
+            ks = sorted({k for lv, k in plans if lv == li})
+            step = int(np.lcm.reduce(ks))  # strips start on every factor's block grid
+            rows_per_strip = max(1, (8 << 20) // max(1, lw * 3 * step)) * step  # ~8 MB strips
+            thumbs = {k: np.empty((-(-lh // k), -(-lw // k), 3), np.uint8) for k in ks}
+            for r in range(0, lh, rows_per_strip):
+                strip = self.read_region(li, (r, 0), (min(rows_per_strip, lh - r), lw))
+                for k in ks:
+                    blk = _block_mean_u8(strip, k)
+                    thumbs[k][r // k : r // k + len(blk)] = blk
+            for n, (lv, k) in enumerate(plans):
+                if lv == li:
+                    out[n] = (thumbs[k], self.levels[li].downsample * k)
+        return out
 
     def close(self) -> None:
         h, self._h = self._h, None
