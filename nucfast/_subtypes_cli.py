@@ -18,29 +18,10 @@ import torch
 from ._embed import embed_nuclei
 from .datasets import list_names, read_labels, read_rgb
 from .models.nuc2vec import IMAGENET_MEAN, extract_patches, nucleus_centroids
-from .subtypes import assign_subtypes, fit_subtypes, load_reference
+from .subtypes import PALETTE, assign_subtypes, fit_subtypes, load_reference
 
 __all__ = ["add_subtypes_subparser", "write_gallery", "write_map"]
 
-#: subtype colours (RGB), also the GeoJSON ``classification`` colours
-PALETTE = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (170, 110, 40),
-    (128, 0, 0),
-    (170, 255, 195),
-    (128, 128, 0),
-    (0, 0, 128),
-]
 
 
 def _from_data(data: Path, model: str, max_images: int | None):

@@ -25,6 +25,26 @@ import torch
 
 from .models import load_weights, save_weights
 
+#: subtype colours (RGB), also the GeoJSON ``classification`` colours
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (0, 0, 128),
+]
+
 #: k is the largest number of subtypes whose stability is within this of the most stable k
 STABILITY_TOLERANCE = 0.02
 

@@ -10,8 +10,10 @@ import torch
 from conftest import MONUSEG, monuseg_names
 
 from nucfast import models, segment_image
+from nucfast._segment import calibration_feeds
 from nucfast.datasets import read_rgb
-from nucfast.engines._quantize import graph_info, int8_path, load_int8, quantize_int8
+from nucfast.engines._quantize import quantize_int8
+from nucfast.models._int8 import graph_info, int8_path, load_int8
 from nucfast.slide.accuracy import detection_scores
 from nucfast.slide.segmenters import ModelSegmenter
 
@@ -86,7 +88,9 @@ def test_quantize_and_refuse_graphs_of_other_weights(tmp_path, monkeypatch):
     shutil.copyfile(int8_path(src), int8_path(mine))
     with pytest.raises(ValueError, match="quantised from other weights"):
         load_int8(mine)
-    data = quantize_int8(mine, MONUSEG, int8_path(mine), images=2, crops=1)
+    feeds, what = calibration_feeds(mine, MONUSEG, images=2, crops=1)
+    data = quantize_int8(mine, feeds, int8_path(mine), calibration=what)
+    assert "2 training images" in graph_info(data)["calibration"]
     assert graph_info(data)["weights_sha256"] == mine.sha256
     x = torch.rand(3, 256, 256)
     gates = {"se_gates": torch.full((mine.net.n_se_gates,), 0.5)}

@@ -145,23 +145,8 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="where to write the .onnx file")
 
 
-def run_quantize(args: argparse.Namespace) -> int:
-    """Handler of ``quantize``: the int8 QDQ graph beside the weights (or at ``--output``)."""
-    from .. import models
-    from ._quantize import graph_info, int8_path, quantize_int8
-
-    m = models.load(args.model)
-    out = Path(args.output) if args.output else int8_path(m)
-    if out is None:
-        raise ValueError(f"model {args.model!r} has no weights file: give --output")
-    data = quantize_int8(m, args.data, out, images=args.images, crops=args.crops)
-    print(json.dumps({"path": str(out), "bytes": len(data), **graph_info(data)}, indent=1))
-    return 0
-
-
 def add_engine_subparsers(subparsers) -> None:
-    """Add ``build-engine``, ``export-onnx`` and ``quantize`` to a parent parser's subparsers (``func`` set
-    on each)."""
+    """Add ``build-engine`` and ``export-onnx`` to a parent parser's subparsers (``func`` set on each)."""
     b = subparsers.add_parser("build-engine", help="build (or fetch from the cache) a TensorRT(-RTX) engine",
                               description=build_engine.__doc__.splitlines()[0])
     _add_build_args(b)
@@ -169,14 +154,6 @@ def add_engine_subparsers(subparsers) -> None:
     e = subparsers.add_parser("export-onnx", help="export a network to ONNX (dynamic batch/height/width)")
     _add_export_args(e)
     e.set_defaults(func=run_export)
-    q = subparsers.add_parser("quantize", help="int8 QDQ graph of a segmentation network for onnxruntime "
-                              "(NUCFAST_CPU_PRECISION=int8)")
-    q.add_argument("--model", default="usenet", help="segmentation model or weights file (default usenet)")
-    q.add_argument("--data", required=True, help="calibration images (NAME.png + NAME_inst.tif)")
-    q.add_argument("--images", type=int, default=24, help="training images to calibrate on (default 24)")
-    q.add_argument("--crops", type=int, default=2, help="256-px crops per image (default 2)")
-    q.add_argument("--output", "-o", default=None, help="default: <weights stem>.int8.onnx by the weights")
-    q.set_defaults(func=run_quantize)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

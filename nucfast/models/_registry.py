@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..stain import ReinhardNormalizer, rgb_to_lab
+from ._int8 import Int8Net, int8_path, load_int8
 from ._weights import file_sha256, load_weights, read_metadata, tensor_shapes
 
 __all__ = [
@@ -422,16 +423,12 @@ class Model:
             return mode == "int8"
         if has_amx() or self.path is None:
             return False
-        from ..engines._quantize import int8_path
-
         return int8_path(self).is_file()
 
     def int8_net(self):
-        """The int8 graph as a network for ``Kind.predict`` (:class:`nucfast.engines._quantize.Int8Net`),
+        """The int8 graph as a network for ``Kind.predict`` (:class:`nucfast.models._int8.Int8Net`),
         loaded once; raises when there is none for these weights."""
         if getattr(self, "_int8_net", None) is None:
-            from ..engines._quantize import Int8Net, load_int8
-
             self._int8_net = Int8Net(load_int8(self))
         return self._int8_net
 

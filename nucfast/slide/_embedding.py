@@ -22,12 +22,18 @@ streamed tile by tile.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Embedders", "TILE_LATENT_KEY", "write_tile_embeddings"]
+from .. import models
+from .._embed import embed_nuclei
+from .._tiles import embed_tiles
+from ..subtypes import PALETTE, assign_subtypes, load_reference
+
+__all__ = ["Embedders", "TILE_LATENT_KEY", "subtype_class", "tile_latent"]
 
 #: key of the tile latent (JSON list of floats) in a tile table's parquet metadata
 TILE_LATENT_KEY = b"nucfast_tile_latent"
@@ -35,8 +41,6 @@ TILE_LATENT_KEY = b"nucfast_tile_latent"
 
 def subtype_class(k: int) -> dict:
     """The GeoJSON ``classification`` of subtype ``k``: its colour is that of the subtype's gallery."""
-    from .._subtypes_cli import PALETTE
-
     return {"name": f"Subtype {int(k)}", "color": list(PALETTE[int(k) % len(PALETTE)])}
 
 
@@ -55,8 +59,6 @@ class Embedders:
         """``embed``: False, True (= ``"nuc2vec"``) or a nucleus-embedding model; ``subtypes``: None or a
         reference file (needs ``embed``); ``tile_embed``: False, True (= ``"pathgan_encoder"``) or a
         tile-embedding model."""
-        from .. import models
-
         e = cls(device=device)
         if subtypes is not None and not embed:
             raise ValueError("subtypes= needs embed=True: subtypes are assigned from the nucleus embeddings")
@@ -68,8 +70,6 @@ class Embedders:
                     "nucleus-embedding model"
                 )
         if subtypes is not None:
-            from ..subtypes import load_reference
-
             if not Path(subtypes).is_file():
                 raise FileNotFoundError(f"subtypes: no such reference file {subtypes}")
             e.subtypes, e.subtypes_path = load_reference(subtypes), str(subtypes)
@@ -114,11 +114,6 @@ class Embedders:
 
     def __call__(self, nuc, rgb: np.ndarray, origin, tile, working_mpp: float, timer) -> None:
         """Add the embeddings (and subtypes, tile latent) of one measured tile to ``nuc`` in place."""
-        import time
-
-        from .._embed import embed_nuclei
-        from .._tiles import embed_tiles
-
         if self.nucleus is not None:
             t0 = time.perf_counter()
             m = len(nuc)
@@ -141,8 +136,6 @@ class Embedders:
                 emb = np.zeros((0, self.dim), np.float32)
             nuc.embedding = np.ascontiguousarray(emb, np.float32)
             if self.subtypes is not None:
-                from ..subtypes import assign_subtypes
-
                 nuc.cols["subtype"] = (
                     assign_subtypes(self.subtypes, emb).astype(np.int32) if m else np.zeros(0, np.int32)
                 )
@@ -165,70 +158,3 @@ def tile_latent(metadata: dict | None) -> np.ndarray | None:
     except (ValueError, TypeError):
         return None
     return v if v.ndim == 1 and np.isfinite(v).all() else None
-
-
-def write_tile_embeddings(
-    tiles_dir: Path,
-    tiles,
-    out_dir: Path,
-    *,
-    scale: float,
-    mpp0: float,
-    model: str,
-    metadata: dict,
-    h5ad: bool,
-) -> dict:
-    """``tiles.parquet`` (one row per tissue tile: index, level-0 box, centre in um, nucleus count, latent)
-    and ``tiles.h5ad`` (AnnData: ``obs`` = those columns, ``obsm["X_pathgan"]``, ``obsm["spatial"]``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .outputs import _replace, write_anndata
-
-    names = ("tile", "row0", "col0", "row1", "col1", "centre_row_um", "centre_col_um", "n_nuclei")
-    rows = {k: [] for k in names}
-    lat = []
-    for t in sorted(tiles, key=lambda t: t.index):
-        pf = pq.ParquetFile(tiles_dir / f"{t.index:06d}.parquet")
-        v = tile_latent(pf.schema_arrow.metadata)
-        if v is None:
-            raise RuntimeError(f"tile table {t.index:06d}.parquet has no tile latent (run with tile_embed)")
-        r0, c0 = t.row * scale, t.col * scale
-        r1, c1 = (t.row + t.height) * scale, (t.col + t.width) * scale
-        vals = (t.index, r0, c0, r1, c1, (r0 + r1) / 2 * mpp0, (c0 + c1) / 2 * mpp0, pf.metadata.num_rows)
-        for k, x in zip(names, vals, strict=True):
-            rows[k].append(x)
-        lat.append(v)
-    d = lat[0].shape[0] if lat else 0
-    X = np.stack(lat).astype(np.float32) if lat else np.zeros((0, d), np.float32)
-    types = {"tile": np.int32, "n_nuclei": np.int64}
-    cols = {k: np.asarray(v, types.get(k, np.float64)) for k, v in rows.items()}
-    for k in ("row0", "col0", "row1", "col1"):
-        cols[k] = np.round(cols[k]).astype(np.int64)
-    md = {
-        **metadata,
-        "tile_model": model,
-        "latent_dim": d,
-        "coordinates": "row0/col0/row1/col1: level-0 pixels of the tile core (exclusive end)",
-    }
-    arrays = [pa.array(v) for v in cols.values()]
-    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), d))
-    table = pa.Table.from_arrays(arrays, names=[*cols, "pathgan"]).replace_schema_metadata(
-        {b"nucfast": json.dumps(md).encode()}
-    )
-    paths = {}
-    p = out_dir / "tiles.parquet"
-    tmp = p.with_name(p.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    _replace(tmp, p)
-    paths["tile_table"] = p
-    if h5ad:
-        spatial = np.stack([cols["centre_col_um"], cols["centre_row_um"]], 1)
-        paths["tile_h5ad"] = write_anndata(
-            out_dir / "tiles.h5ad",
-            [str(i) for i in cols["tile"]],
-            cols,
-            {"X_pathgan": X, "spatial": spatial},
-            md,
-        )
-    return paths

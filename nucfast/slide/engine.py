@@ -61,7 +61,7 @@ from .. import __version__
 from ..engines import BackendUnavailableError
 from . import _labels
 from . import outputs as _out
-from ._embedding import TILE_LATENT_KEY, Embedders, write_tile_embeddings
+from ._embedding import TILE_LATENT_KEY, Embedders
 from ._nuclei import COLUMNS as _NUCLEUS_COLUMNS
 from ._nuclei import TileNuclei, measure_tile
 from ._rundir import (
@@ -717,7 +717,7 @@ def _finalise(plan: _Plan, timer: StageTimer, outputs, n_nuclei: int) -> dict:
         if plan.embedders.tile is not None:
             with timer("tile_table"):
                 paths.update(
-                    write_tile_embeddings(
+                    _out.write_tile_embeddings(
                         tiles_dir,
                         plan.tiles,
                         out_dir,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._embedding import subtype_class
+from ._embedding import subtype_class, tile_latent
 from ._nuclei import COLUMNS
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "write_h5ad",
     "write_overlay",
     "write_overlay_regions",
+    "write_tile_embeddings",
     "MEASUREMENTS",
     "geo_metadata",
 ]
@@ -454,3 +455,68 @@ def write_overlay_regions(reader, tiles_dir: Path, order, out_dir: Path, regions
         _encode_png(img, out_dir / f"region_{r}_{c}.png")
         for img, (r, c, _, _) in zip(imgs, regions, strict=True)
     ]
+
+
+def write_tile_embeddings(
+    tiles_dir: Path,
+    tiles,
+    out_dir: Path,
+    *,
+    scale: float,
+    mpp0: float,
+    model: str,
+    metadata: dict,
+    h5ad: bool,
+) -> dict:
+    """``tiles.parquet`` (one row per tissue tile: index, level-0 box, centre in um, nucleus count, latent)
+    and ``tiles.h5ad`` (AnnData: ``obs`` = those columns, ``obsm["X_pathgan"]``, ``obsm["spatial"]``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ("tile", "row0", "col0", "row1", "col1", "centre_row_um", "centre_col_um", "n_nuclei")
+    rows = {k: [] for k in names}
+    lat = []
+    for t in sorted(tiles, key=lambda t: t.index):
+        pf = pq.ParquetFile(tiles_dir / f"{t.index:06d}.parquet")
+        v = tile_latent(pf.schema_arrow.metadata)
+        if v is None:
+            raise RuntimeError(f"tile table {t.index:06d}.parquet has no tile latent (run with tile_embed)")
+        r0, c0 = t.row * scale, t.col * scale
+        r1, c1 = (t.row + t.height) * scale, (t.col + t.width) * scale
+        vals = (t.index, r0, c0, r1, c1, (r0 + r1) / 2 * mpp0, (c0 + c1) / 2 * mpp0, pf.metadata.num_rows)
+        for k, x in zip(names, vals, strict=True):
+            rows[k].append(x)
+        lat.append(v)
+    d = lat[0].shape[0] if lat else 0
+    X = np.stack(lat).astype(np.float32) if lat else np.zeros((0, d), np.float32)
+    types = {"tile": np.int32, "n_nuclei": np.int64}
+    cols = {k: np.asarray(v, types.get(k, np.float64)) for k, v in rows.items()}
+    for k in ("row0", "col0", "row1", "col1"):
+        cols[k] = np.round(cols[k]).astype(np.int64)
+    md = {
+        **metadata,
+        "tile_model": model,
+        "latent_dim": d,
+        "coordinates": "row0/col0/row1/col1: level-0 pixels of the tile core (exclusive end)",
+    }
+    arrays = [pa.array(v) for v in cols.values()]
+    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), d))
+    table = pa.Table.from_arrays(arrays, names=[*cols, "pathgan"]).replace_schema_metadata(
+        {b"nucfast": json.dumps(md).encode()}
+    )
+    paths = {}
+    p = out_dir / "tiles.parquet"
+    tmp = p.with_name(p.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    _replace(tmp, p)
+    paths["tile_table"] = p
+    if h5ad:
+        spatial = np.stack([cols["centre_col_um"], cols["centre_row_um"]], 1)
+        paths["tile_h5ad"] = write_anndata(
+            out_dir / "tiles.h5ad",
+            [str(i) for i in cols["tile"]],
+            cols,
+            {"X_pathgan": X, "spatial": spatial},
+            md,
+        )
+    return paths

@@ -34,7 +34,9 @@ import torch
 
 from .. import models
 from ..engines import BackendUnavailableError, cached_onnx, select_backend
+from ..engines._quantize import int8_backend
 from ..postprocess import attention_instances
+from ..postprocess._pipelines import USENET_MARKER_THRESHOLD, USENET_MASK_THRESHOLD, usenet_watershed_device
 
 __all__ = [
     "Segmenter",
@@ -275,8 +277,6 @@ class ModelSegmenter:
                 raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
             bf16 = device == "cpu" and self.model.bf16  # torch bf16 on the CPU: no ONNX export needed
             if device == "cpu" and self.model.int8:  # NUCFAST_CPU_PRECISION=int8: the shipped QDQ graph
-                from ..engines._quantize import int8_backend
-
                 self.engine = int8_backend(self.model, threads=threads)
             else:
                 onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
@@ -331,12 +331,6 @@ class ModelSegmenter:
         the model's own (the fast CPU ops)."""
         cfg = self.model.meta.get("postprocess") or {}
         if probs.device.type == "cuda" and self.model.kind == "usenet" and cfg.get("method") == "watershed":
-            from ..postprocess._pipelines import (
-                USENET_MARKER_THRESHOLD,
-                USENET_MASK_THRESHOLD,
-                usenet_watershed_device,
-            )
-
             tm = cfg.get("mask_threshold", USENET_MASK_THRESHOLD)
             tk = cfg.get("marker_threshold", USENET_MARKER_THRESHOLD)
             return usenet_watershed_device(probs[0], probs[1], tm, tk)
