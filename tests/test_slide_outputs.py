@@ -60,6 +60,27 @@ def test_labels_zarr_is_ome_ngff_05(run):
     np.testing.assert_array_equal(np.asarray(label_node.data[0]), a0[:])
 
 
+def test_labels_metadata_is_what_ome_zarr_py_writes(run, tmp_path):
+    """finalise_labels writes the NGFF attributes itself (no ome_zarr import on the run's path): they are
+    exactly those of ome-zarr-py's writer given the same datasets, group by group."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import add_metadata, write_label_metadata, write_multiscales_metadata
+
+    ours = zarr.open_group(str(run.paths["labels"]), mode="r")
+    ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w", zarr_format=3)
+    g = ref.create_group("nuclei")
+    fmt = FormatV05()
+    datasets = ours["nuclei"].attrs["ome"]["multiscales"][0]["datasets"]
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in ("y", "x")]
+    write_multiscales_metadata(g, datasets, fmt=fmt, axes=axes, name="nuclei")
+    add_metadata(ref, {"version": fmt.version}, fmt=fmt)
+    write_label_metadata(ref, "nuclei", fmt=fmt)
+    ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
+    assert ours.attrs.asdict() == ref.attrs.asdict()
+    assert ours["nuclei"].attrs.asdict() == ref["nuclei"].attrs.asdict()
+    assert len(datasets) == len(list(ours["nuclei"].array_keys()))
+
+
 def test_one_id_links_table_geojson_labels_anndata(run):
     import anndata
     import geopandas
