@@ -171,3 +171,48 @@ def test_old_run_directory_refused(slides, run, tmp_path):
     with pytest.raises(ValueError, match="another nucfast version.*run format 1.*resume=False"):
         segment_slide(slides[0]["path"], out, **KW)
     assert segment_slide(slides[0]["path"], out, resume=False, outputs=("table",), **KW).n_nuclei > 0
+
+
+def _commit_reference(region, local, n, first):
+    """The overlap rule of nucfast.slide._labels as first written: boolean gathers of the free pixels."""
+    region = region.copy()
+    region[region >= first] = 0
+    mine = local > 0
+    free = mine & (region == 0)
+    own_px = np.bincount(local[mine], minlength=n + 1)[1:]
+    free_px = np.bincount(local[free], minlength=n + 1)[1:]
+    keep = 2 * free_px > own_px
+    gid = np.zeros(n + 1, np.uint32)
+    gid[1:][keep] = np.arange(first, first + int(keep.sum()), dtype=np.uint32)
+    paint = free & keep[np.maximum(local, 1) - 1]
+    region[paint] = gid[local[paint]]
+    return region, gid[1:][keep].astype(np.int64), free_px[keep], keep
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_commit_equals_the_overlap_rule(tmp_path, seed):
+    """LabelWriter.commit paints, keeps and counts as the reference rule on overlapping random nuclei:
+    partly covered ones keep their free pixels, mostly covered ones are dropped, ids left by an
+    interrupted attempt (>= the next id) are cleared first."""
+    from nucfast.slide._labels import LabelWriter, open_label_array
+
+    rng = np.random.default_rng(seed)
+    arr = open_label_array(tmp_path / "l.zarr", (300, 280), 256)
+    prev = np.zeros((300, 280), np.uint32)
+    for r in range(0, 300, 7):  # earlier commits: ids 1..40, and 41..44 of an interrupted attempt
+        c = int(rng.integers(0, 270))
+        prev[r : r + 6, c : c + 9] = rng.integers(1, 45)
+    arr[:] = prev
+    w = LabelWriter(arr, next_id=41)
+    n = 60
+    local = np.zeros((150, 170), np.uint32)
+    for i in range(1, n + 1):
+        r, c = rng.integers(0, 140), rng.integers(0, 160)
+        local[r : r + int(rng.integers(3, 12)), c : c + int(rng.integers(3, 12))] = i
+    region, ids, label_px, keep = _commit_reference(prev[40:190, 30:200], local, n, 41)
+    got_ids, got_px, got_keep = w.commit((40, 30, local), n)
+    np.testing.assert_array_equal(arr[40:190, 30:200], region)
+    np.testing.assert_array_equal(got_ids, ids)
+    np.testing.assert_array_equal(got_px, label_px)
+    np.testing.assert_array_equal(got_keep, keep)
+    assert 0 < keep.sum() < n and w.duplicates == n - keep.sum() and w.next_id == 41 + keep.sum()

@@ -87,19 +87,22 @@ class LabelWriter:
         hh, ww = local.shape
         region = self.array[pr : pr + hh, pc : pc + ww]
         first = self.next_id
-        region[region >= first] = 0  # left by an interrupted earlier attempt at this very tile
-        mine = local > 0
-        free = mine & (region == 0)
-        own_px = np.bincount(local[mine], minlength=n + 1)[1:]
-        free_px = np.bincount(local[free], minlength=n + 1)[1:]
+        stale = region >= first  # left by an interrupted earlier attempt at this very tile
+        if stale.any():
+            region[stale] = 0
+        # the pixels already taken are few (where neighbouring tiles' nuclei overlap this tile's): count
+        # what each nucleus loses there instead of gathering its free pixels
+        own_px = np.bincount(local.ravel(), minlength=n + 1)[1:]
+        taken = region != 0
+        lost = np.flatnonzero(taken & (local > 0))
+        free_px = own_px - np.bincount(local.ravel()[lost], minlength=n + 1)[1:] if len(lost) else own_px
         keep = 2 * free_px > own_px
         n_keep = int(keep.sum())
         if first + n_keep - 1 > MAX_ID:
             raise OverflowError(f"more than {MAX_ID} nuclei: uint32 label ids exhausted")
-        gid = np.zeros(n + 1, np.uint32)
+        gid = np.zeros(n + 1, np.uint32)  # 0 for the background and the dropped duplicates
         gid[1:][keep] = np.arange(first, first + n_keep, dtype=np.uint32)
-        paint = free & keep[np.maximum(local, 1) - 1]
-        region[paint] = gid[local[paint]]
+        region = np.where(taken, region, gid[local])  # kept nuclei painted on the free pixels
         self.array[pr : pr + hh, pc : pc + ww] = region
         self.next_id += n_keep
         self.duplicates += n - n_keep
