@@ -11,6 +11,17 @@ the nucfast kernels (identical nuclei); ``usenet-reference`` / ``usenet-nucfast`
 default model (USE-Net lite on onnxruntime). ``NUCFAST_BENCH_SLIDE=20000`` sets the slide side (default
 2048); ``-k usenet`` selects the model runs.
 
+The issue-9 case, a 3000 x 4000 mosaic of 12 MoNuSeg training images (1000 x 1000 crops) written as a
+tiled JPEG TIFF with 4x / 16x levels at 0.25 um/px, default model, one worker: per-stage MP/s, the
+network's share of the stage time and end-to-end MP/s, cold (the first slide of a process: imports, model
+load, first-call set-up included) and warm (later slides of the same process: what a cohort run sees).
+Cold runs are each a fresh process; ``--old-tree`` runs another checkout's nucfast (e.g. main before a
+change) in the same way, interleaved with this one, and the table gives the ratio; each figure is the
+minimum over ``--runs`` (the machine is shared):
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_slide.py --mosaic --runs 3 --old-tree ../main
+    PYTHONPATH=. OMP_NUM_THREADS=1 python -m pytest benchmarks/bench_slide.py -k mosaic --benchmark-only -s
+
 Peak RSS vs slide size (each size in a fresh subprocess; periodic synthetic slides; by default a light
 plug-in segmenter so the engine's own memory is what is measured, ``--model usenet`` for the default model):
 
@@ -98,6 +109,124 @@ def test_usenet(benchmark, slide, tmp_path, postprocess):
     _record(benchmark, res)
 
 
+# -- the issue-9 mosaic -------------------------------------------------------------------------------
+DATA = Path(os.environ.get("NUCFAST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+#: Stages with their own timer (``segment`` is the sum of the ``segment.*`` ones), in pipeline order.
+STAGES = ("open", "tissue", "fit", "decode", "segment.normalize", "segment.infer", "segment.postprocess",
+          "measure", "write", "table", "geojson", "zarr_pyramid", "h5ad", "overlay")  # fmt: skip
+NETWORK = "segment.infer"
+
+
+def write_mosaic(path: Path) -> Path:
+    """The 3000 x 4000 mosaic of the first 12 MoNuSeg training images (sorted names, 1000 x 1000 crops, 3
+    rows of 4), tiled (256) JPEG TIFF, levels 1, 4x, 16x, ``MPP = 0.25`` in an Aperio description."""
+    import tifffile
+
+    from nucfast.datasets import read_rgb
+
+    names = sorted((DATA / "monuseg_train").glob("*.png"))[:12]
+    if len(names) < 12:
+        raise FileNotFoundError(f"{DATA / 'monuseg_train'}: 12 MoNuSeg images needed, found {len(names)}")
+    ims = [read_rgb(n)[:1000, :1000] for n in names]
+    rgb = np.concatenate([np.concatenate(ims[i * 4 : (i + 1) * 4], axis=1) for i in range(3)], axis=0)
+    with tifffile.TiffWriter(path) as tw:
+        kw = dict(tile=(256, 256), photometric="rgb", metadata=None, compression="jpeg")
+        tw.write(rgb, description="Aperio |MPP = 0.25", **kw)
+        for f in (4, 16):
+            tw.write(np.ascontiguousarray(rgb[::f, ::f]), **kw)
+    return path
+
+
+def _mosaic_runs(slide: Path, workdir: Path, n: int) -> list[dict]:
+    """``n`` runs of the default model on ``slide`` in this process: stage seconds, MP, nuclei."""
+    out = []
+    for i in range(n):
+        res = segment_slide(slide, workdir / f"run{i}", resume=False, workers=1)
+        out.append({"timing": dict(res.timing), "mp": res.megapixels, "nuclei": res.n_nuclei})
+    return out
+
+
+def _stage_table(run: dict) -> dict:
+    """MP/s per stage, the network's share of the stage time and end-to-end MP/s of one run."""
+    t, mp = run["timing"], run["mp"]
+    total = sum(t.get(k, 0.0) for k in STAGES)
+    return {
+        "mp_per_s": {k: (mp / t[k] if t.get(k) else float("inf")) for k in STAGES},
+        "seconds": {k: t.get(k, 0.0) for k in (*STAGES, "wall")},
+        "network_share": t.get(NETWORK, 0.0) / total if total else 0.0,
+        "end_to_end": mp / t["wall"],
+    }
+
+
+def _min_runs(runs: list[dict]) -> dict:
+    """Per stage (and wall) the minimum over runs of one kind (a shared machine only adds time)."""
+    timing = {k: min(r["timing"].get(k, 0.0) for r in runs) for k in (*STAGES, "wall")}
+    return {"timing": timing, "mp": runs[0]["mp"], "nuclei": runs[0]["nuclei"]}
+
+
+@pytest.mark.benchmark(group="slide-mosaic")
+def test_mosaic_usenet(benchmark, tmp_path):
+    """The issue-9 mosaic, default model, one worker: the first run of this process (cold unless other
+    benchmarks ran before it) and a second one (warm), with per-stage MP/s and the network's share."""
+    if not (DATA / "monuseg_train").is_dir():
+        pytest.skip("shared MoNuSeg data absent")
+    slide = write_mosaic(tmp_path / "mosaic12.tif")
+    runs = benchmark.pedantic(lambda: _mosaic_runs(slide, tmp_path, 2), rounds=1, iterations=1)
+    for kind, run in zip(("cold", "warm"), runs, strict=True):
+        tab = _stage_table(run)
+        info = {f"{kind}.mp_per_s.{k}": round(v, 2) for k, v in tab["mp_per_s"].items()}
+        info[f"{kind}.network_share"] = round(tab["network_share"], 3)
+        info[f"{kind}.mp_per_s_end_to_end"] = round(tab["end_to_end"], 3)
+        benchmark.extra_info.update(info)
+        print(json.dumps(info))
+
+
+def _mosaic_child(workdir: str, n: int) -> None:
+    print("MOSAIC " + json.dumps(_mosaic_runs(Path(workdir) / "mosaic12.tif", Path(workdir), n)))
+
+
+def _mosaic_main(runs: int, warm: int, old_tree: str | None) -> dict:
+    trees = {"new": str(Path(__file__).resolve().parents[1])}
+    if old_tree:
+        trees["old"] = str(Path(old_tree).resolve())
+    got: dict = {k: {"cold": [], "warm": []} for k in trees}
+    with tempfile.TemporaryDirectory(prefix="nucfast_mosaic_") as d:
+        write_mosaic(Path(d) / "mosaic12.tif")
+        for _ in range(runs):
+            for name, tree in trees.items():  # interleaved: the load of the moment hits both
+                env = {**os.environ, "PYTHONPATH": tree}
+                cmd = [sys.executable, __file__, "--mosaic-child", d, "--warm", str(warm)]
+                p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                res = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("MOSAIC "))[7:])
+                got[name]["cold"].append(res[0])
+                got[name]["warm"].extend(res[1:])
+    tables = {n: {k: _stage_table(_min_runs(v)) for k, v in g.items() if v} for n, g in got.items()}
+    kinds = [k for k in ("cold", "warm") if k in tables["new"]]
+    cols = [(n, k) for k in kinds for n in trees]
+    print("| stage | " + " | ".join(f"{n} {k} s (MP/s)" for n, k in cols) + (
+        " | " + " | ".join(f"old/new {k}" for k in kinds) if old_tree else "") + " |")  # fmt: skip
+    print("|---" * (1 + len(cols) + (len(kinds) if old_tree else 0)) + "|")
+    for st in (*STAGES, "wall"):
+        cells = []
+        for n, k in cols:
+            sec = tables[n][k]["seconds"][st]
+            cells.append(f"{sec:.2f} ({tables[n][k]['mp_per_s'][st]:.0f})" if st != "wall" else f"{sec:.2f}")
+        if old_tree:
+            for k in kinds:
+                new, old = tables["new"][k]["seconds"][st], tables["old"][k]["seconds"][st]
+                cells.append(f"{old / new:.1f}x" if new > 0 else "-")
+        print(f"| {st} | " + " | ".join(cells) + " |")
+    for label, key, fmt in (("network share", "network_share", "{:.0%}"), ("end to end MP/s", "end_to_end",
+                                                                           "{:.2f}")):  # fmt: skip
+        print(f"| {label} | " + " | ".join(fmt.format(tables[n][k][key]) for n, k in cols) + " |")
+    mp = got["new"]["cold"][0]["mp"]
+    print(
+        f"{mp:.1f} MP of tiles, {got['new']['cold'][0]['nuclei']} nuclei; min of {runs} cold and "
+        f"{runs * warm} warm runs per tree; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}"
+    )
+    return tables
+
+
 class LightSegmenter:
     """Haematoxylin threshold + connected components: a cheap stand-in for memory measurements."""
 
@@ -152,11 +281,27 @@ def _child(mode: str, size: int, workdir: str, model: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rss", type=int, nargs="+", required=True, help="slide sizes (pixels per side)")
+    ap.add_argument("--rss", type=int, nargs="+", help="slide sizes (pixels per side)")
+    ap.add_argument("--mosaic", action="store_true", help="the issue-9 mosaic: stages cold / warm")
+    ap.add_argument("--runs", type=int, default=3, help="--mosaic: processes per tree (min taken)")
+    ap.add_argument("--warm", type=int, default=2, help="--mosaic: warm runs after the cold one")
+    ap.add_argument("--old-tree", default=None, help="--mosaic: another checkout to compare against")
+    ap.add_argument("--json", default=None, help="--mosaic: write the tables here")
+    ap.add_argument("--mosaic-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default="light", help="light (default, a cheap stand-in) or a model name")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.mosaic_child:
+        _mosaic_child(a.mosaic_child, 1 + a.warm)
+        return
+    if a.mosaic:
+        tables = _mosaic_main(a.runs, a.warm, a.old_tree)
+        if a.json:
+            Path(a.json).write_text(json.dumps(tables, indent=1))
+        return
+    if not a.rss:
+        ap.error("give --rss SIZES or --mosaic")
     if a.child:
         _child(a.child, a.rss[0], a.workdir, a.model)
         return

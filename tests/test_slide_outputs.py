@@ -60,6 +60,27 @@ def test_labels_zarr_is_ome_ngff_05(run):
     np.testing.assert_array_equal(np.asarray(label_node.data[0]), a0[:])
 
 
+def test_labels_metadata_is_what_ome_zarr_py_writes(run, tmp_path):
+    """finalise_labels writes the NGFF attributes itself (no ome_zarr import on the run's path): they are
+    exactly those of ome-zarr-py's writer given the same datasets, group by group."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import add_metadata, write_label_metadata, write_multiscales_metadata
+
+    ours = zarr.open_group(str(run.paths["labels"]), mode="r")
+    ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w", zarr_format=3)
+    g = ref.create_group("nuclei")
+    fmt = FormatV05()
+    datasets = ours["nuclei"].attrs["ome"]["multiscales"][0]["datasets"]
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in ("y", "x")]
+    write_multiscales_metadata(g, datasets, fmt=fmt, axes=axes, name="nuclei")
+    add_metadata(ref, {"version": fmt.version}, fmt=fmt)
+    write_label_metadata(ref, "nuclei", fmt=fmt)
+    ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
+    assert ours.attrs.asdict() == ref.attrs.asdict()
+    assert ours["nuclei"].attrs.asdict() == ref["nuclei"].attrs.asdict()
+    assert len(datasets) == len(list(ours["nuclei"].array_keys()))
+
+
 def test_one_id_links_table_geojson_labels_anndata(run):
     import anndata
     import geopandas
@@ -150,3 +171,48 @@ def test_old_run_directory_refused(slides, run, tmp_path):
     with pytest.raises(ValueError, match="another nucfast version.*run format 1.*resume=False"):
         segment_slide(slides[0]["path"], out, **KW)
     assert segment_slide(slides[0]["path"], out, resume=False, outputs=("table",), **KW).n_nuclei > 0
+
+
+def _commit_reference(region, local, n, first):
+    """The overlap rule of nucfast.slide._labels as first written: boolean gathers of the free pixels."""
+    region = region.copy()
+    region[region >= first] = 0
+    mine = local > 0
+    free = mine & (region == 0)
+    own_px = np.bincount(local[mine], minlength=n + 1)[1:]
+    free_px = np.bincount(local[free], minlength=n + 1)[1:]
+    keep = 2 * free_px > own_px
+    gid = np.zeros(n + 1, np.uint32)
+    gid[1:][keep] = np.arange(first, first + int(keep.sum()), dtype=np.uint32)
+    paint = free & keep[np.maximum(local, 1) - 1]
+    region[paint] = gid[local[paint]]
+    return region, gid[1:][keep].astype(np.int64), free_px[keep], keep
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_commit_equals_the_overlap_rule(tmp_path, seed):
+    """LabelWriter.commit paints, keeps and counts as the reference rule on overlapping random nuclei:
+    partly covered ones keep their free pixels, mostly covered ones are dropped, ids left by an
+    interrupted attempt (>= the next id) are cleared first."""
+    from nucfast.slide._labels import LabelWriter, open_label_array
+
+    rng = np.random.default_rng(seed)
+    arr = open_label_array(tmp_path / "l.zarr", (300, 280), 256)
+    prev = np.zeros((300, 280), np.uint32)
+    for r in range(0, 300, 7):  # earlier commits: ids 1..40, and 41..44 of an interrupted attempt
+        c = int(rng.integers(0, 270))
+        prev[r : r + 6, c : c + 9] = rng.integers(1, 45)
+    arr[:] = prev
+    w = LabelWriter(arr, next_id=41)
+    n = 60
+    local = np.zeros((150, 170), np.uint32)
+    for i in range(1, n + 1):
+        r, c = rng.integers(0, 140), rng.integers(0, 160)
+        local[r : r + int(rng.integers(3, 12)), c : c + int(rng.integers(3, 12))] = i
+    region, ids, label_px, keep = _commit_reference(prev[40:190, 30:200], local, n, 41)
+    got_ids, got_px, got_keep = w.commit((40, 30, local), n)
+    np.testing.assert_array_equal(arr[40:190, 30:200], region)
+    np.testing.assert_array_equal(got_ids, ids)
+    np.testing.assert_array_equal(got_px, label_px)
+    np.testing.assert_array_equal(got_keep, keep)
+    assert 0 < keep.sum() < n and w.duplicates == n - keep.sum() and w.next_id == 41 + keep.sum()
