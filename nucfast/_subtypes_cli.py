@@ -18,7 +18,7 @@ import torch
 from ._embed import embed_nuclei
 from .datasets import list_names, read_labels, read_rgb
 from .models.nuc2vec import IMAGENET_MEAN, extract_patches, nucleus_centroids
-from .subtypes import PALETTE, assign_subtypes, fit_subtypes, load_reference
+from .subtypes import PALETTE, assign_subtypes, fit_leiden, fit_subtypes, load_reference
 
 __all__ = ["add_subtypes_subparser", "write_gallery", "write_map"]
 
@@ -143,15 +143,12 @@ def _write_assignments(path: Path, image, label, subtype) -> None:
 
 def _cmd_fit(args) -> int:
     emb, image, label = _inputs(args)
-    ks = range(args.k_min, args.k_max + 1)
-    ref = fit_subtypes(
-        emb,
-        k=args.k,
-        ks=ks,
-        seeds=args.seeds,
-        seed=args.seed,
-        meta={"model": args.model, "source": str(args.data or args.embeddings)},
-    )
+    meta = {"model": args.model, "source": str(args.data or args.embeddings)}
+    if args.method == "leiden":
+        ref = fit_leiden(emb, resolution=args.resolution, seeds=args.seeds, seed=args.seed, meta=meta)
+    else:
+        ks = range(args.k_min, args.k_max + 1)
+        ref = fit_subtypes(emb, k=args.k, ks=ks, seeds=args.seeds, seed=args.seed, meta=meta)
     out = Path(args.output)
     ref.save(out)
     # the k-means labels where the reference kept every nucleus, else the kNN vote
@@ -160,6 +157,7 @@ def _cmd_fit(args) -> int:
         "reference": str(out),
         "k": ref.k,
         "n": int(len(emb)),
+        "method": ref.meta.get("method", "kmeans"),
         "stability_ari": ref.meta["stability_ari"],
         "counts": np.bincount(subtype, minlength=ref.k).tolist(),
     }
@@ -204,7 +202,7 @@ def add_subtypes_subparser(sub) -> None:
     """``nucfast subtypes fit`` and ``nucfast subtypes assign``."""
     s = sub.add_parser("subtypes", help="nucleus subtypes from Nuc2Vec embeddings (fit a reference, assign)")
     ss = s.add_subparsers(dest="subtypes_command", metavar="ACTION", required=True)
-    f = ss.add_parser("fit", help="cluster a cohort's embeddings (k-means, k chosen by stability)")
+    f = ss.add_parser("fit", help="cluster a cohort's embeddings (k-means or Leiden, chosen by stability)")
     _add_inputs(f)
     f.add_argument("-o", "--output", required=True, help="reference file (.safetensors)")
     f.add_argument("--k", type=int, default=None, help="number of subtypes (default: chosen by stability)")
@@ -212,7 +210,11 @@ def add_subtypes_subparser(sub) -> None:
     f.add_argument("--k-max", type=int, default=12)
     f.add_argument("--seeds", type=int, default=5, help="k-means fits per k for the stability (default 5)")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--gallery", default=None, help="folder for subtype_XX.png galleries and map.png")
+    f.add_argument("--method", choices=("kmeans", "leiden"), default="kmeans",
+                   help="k-means (k by stability) or Leiden on the cosine kNN graph (scanpy; resolution by "
+                   "stability)")  # fmt: skip
+    f.add_argument("--resolution", type=float, default=None, help="Leiden resolution (default: by stability)")
+    f.add_argument("--gallery", default=None, help="folder for subtype_XX.png galleries and umap.png")
     f.set_defaults(func=_cmd_fit)
     a = ss.add_parser("assign", help="label nuclei by k-nearest-neighbour majority vote in a reference")
     _add_inputs(a)
