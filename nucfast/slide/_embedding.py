@@ -31,6 +31,7 @@ import numpy as np
 from .. import models
 from .._embed import embed_nuclei
 from .._tiles import embed_tiles
+from ..models._weights import file_sha256
 from ..subtypes import PALETTE, assign_subtypes, load_reference
 
 __all__ = ["Embedders", "TILE_LATENT_KEY", "subtype_class", "tile_latent"]
@@ -97,7 +98,7 @@ class Embedders:
         if self.nucleus is not None:
             c["embed"] = {"model": self.nucleus.name, "weights_sha256": self.nucleus.sha256}
         if self.subtypes is not None:
-            c["subtypes"] = {"reference": self.subtypes_path, "k": self.subtypes.k}
+            c["subtypes"] = {"reference": self.subtypes_path, "sha256": file_sha256(self.subtypes_path)}
         if self.tile is not None:
             c["tile_embed"] = {"model": self.tile.name, "weights_sha256": self.tile.sha256}
         return c
