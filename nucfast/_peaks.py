@@ -65,12 +65,16 @@ def _footprint_offsets(footprint) -> tuple[np.ndarray, int]:
     return np.stack([dr[order], dc[order]], axis=1).astype(np.int64), fp.size
 
 
-def _threshold(t: torch.Tensor, threshold_abs, threshold_rel):
-    """skimage's _get_threshold with numpy's scalar types, and how numpy would compare ``image > thr``."""
+def _threshold(t: torch.Tensor, threshold_abs, threshold_rel, minmax=None):
+    """skimage's _get_threshold with numpy's scalar types, and how numpy would compare ``image > thr``.
+
+    ``minmax``: ``torch.aminmax(t)`` when the caller has it already."""
     npdt = _NP[t.dtype]
-    threshold = threshold_abs if threshold_abs is not None else npdt(t.min().item())
+    if minmax is None and (threshold_abs is None or threshold_rel is not None):
+        minmax = torch.aminmax(t)
+    threshold = threshold_abs if threshold_abs is not None else npdt(minmax[0].item())
     if threshold_rel is not None:
-        threshold = max(threshold, threshold_rel * npdt(t.max().item()))
+        threshold = max(threshold, threshold_rel * npdt(minmax[1].item()))
     if isinstance(threshold, torch.Tensor):
         threshold = threshold.item()
     try:
@@ -218,9 +222,14 @@ def peak_local_max(
     """
     if output not in ("coordinates", "mask"):
         raise ValueError(f"output must be 'coordinates' or 'mask', got {output!r}")
-    t, back = as_tensor(image, "image", ndim=2, dtypes=_IMAGE_DTYPES, finite=True)
+    t, back = as_tensor(image, "image", ndim=2, dtypes=_IMAGE_DTYPES)
     if t.numel() == 0:
         raise ValueError(f"image must not be empty, got shape {tuple(t.shape)}")
+    minmax = None
+    if t.is_floating_point():  # one reduction: the finite check and the threshold's min / max
+        minmax = torch.aminmax(t)
+        if not bool(torch.isfinite(minmax[0]) & torch.isfinite(minmax[1])):
+            raise ValueError("image contains NaN or infinite values")
     if isinstance(min_distance, bool) or not isinstance(min_distance, int | np.integer) or min_distance < 0:
         raise ValueError(f"min_distance must be a non-negative int, got {min_distance!r}")
     min_distance = int(min_distance)
@@ -237,7 +246,7 @@ def peak_local_max(
             stacklevel=2,
         )
     bh, bw = _border_width(exclude_border, min_distance)
-    threshold, thr, thr_f64 = _threshold(t, threshold_abs, threshold_rel)
+    threshold, thr, thr_f64 = _threshold(t, threshold_abs, threshold_rel, minmax)
     if footprint is None:
         size = 2 * min_distance + 1
         footprint = np.ones((size, size), dtype=bool)
@@ -257,7 +266,13 @@ def peak_local_max(
                 "threshold_abs below the image dtype's lowest value is not supported with labels "
                 "(scikit-image would report masked-out pixels as peaks)"
             )
-        lab, nlab = _compact_labels(lt.to(torch.int64))
+        native = t.device.type == "cpu" and not _emulated  # the CPU kernel reads these dtypes as they are
+        if native and lt.dtype in (torch.bool, torch.uint8):
+            lab, nlab = lt, (2 if lt.dtype == torch.bool else 256)
+        elif native and lt.dtype == torch.int32:
+            lab, nlab = _compact_labels(lt)
+        else:
+            lab, nlab = _compact_labels(lt.to(torch.int64))
     no_trivial = fp_size == 1 or (lab is None and t.numel() == 1)
     op = ops.peak_mask_emulated if _emulated else ops.peak_mask
     mask = op(t, lab, off_t, bh, bw, thr, thr_f64, no_trivial, nlab)
@@ -278,7 +293,7 @@ def peak_local_max(
                 _high_intensity(coords.cpu().numpy(), num_peaks, min_distance, p_norm)
             ).to(t.device)
     else:
-        lv = lab.reshape(-1)[flat]
+        lv = lab.reshape(-1)[flat].to(torch.int64)
         perm = torch.sort(lv, stable=True).indices
         flat, lv = flat[perm], lv[perm]
         coords = torch.stack([flat // W, flat % W], 1)

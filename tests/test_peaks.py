@@ -9,6 +9,8 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 from conftest import DEVICES, load_monuseg_labels, monuseg_names, real_or_synthetic_masks, synthetic_labels
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.feature import peak_local_max as sk_plm
 from skimage.morphology import disk
 
@@ -127,6 +129,42 @@ def test_plateaus_trivial_and_isolated(path):
     check(img, path, labels=lab.astype(np.uint16) * 1000)  # large label values
 
 
+_FOOTPRINTS = (None, disk(1), disk(2), disk(3), np.ones((3, 3)), np.ones((1, 3)), np.ones((2, 4)),
+               np.array([[0, 1, 0], [0, 0, 0], [1, 0, 1]]), np.ones((1, 1)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    kind=st.sampled_from(["smooth", "levels", "uint8", "int16"]),
+    labels=st.sampled_from([None, "bool", "uint8", "int32", "int64"]),
+    fp=st.integers(0, len(_FOOTPRINTS) - 1),
+    min_distance=st.integers(1, 3),
+    border=st.sampled_from([True, False, 0, 2, (0, 3)]),
+    rel=st.sampled_from([None, 0.3]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hypothesis_exact(shape, kind, labels, fp, min_distance, border, rel, seed):
+    """Random images with plateaus and ties, every native label dtype (the CPU kernel reads bool / uint8 /
+    int32 / int64 labels as they are) and small footprints (the 3x3 pre-test with missing neighbours)."""
+    rng = np.random.default_rng(seed)
+    if kind == "smooth":
+        img = ndi.gaussian_filter(rng.random(shape), 1)
+    elif kind == "levels":
+        img = np.round(ndi.gaussian_filter(rng.random(shape), 1) * 8) / 8
+    elif kind == "uint8":
+        img = (rng.random(shape) * 3).astype(np.uint8)
+    else:
+        img = (rng.random(shape) * 5 - 2).astype(np.int16)
+    kw = {"min_distance": min_distance, "exclude_border": border, "threshold_rel": rel,
+          "footprint": _FOOTPRINTS[fp]}
+    if labels is not None:
+        lab = ndi.label(rng.random(shape) < 0.7)[0]
+        kw["labels"] = lab > 0 if labels == "bool" else lab.astype(labels)
+    for path in PATHS:
+        check(img, path, **kw)
+
+
 def test_reference_border_remark():
     """exclude_border=True uses min_distance (default 1), not the footprint radius."""
     img = np.zeros((40, 40))
@@ -203,3 +241,9 @@ def test_opcheck(op):
     f = getattr(torch.ops.nucfast, op)
     torch.library.opcheck(f, (img, lab, offs, 1, 1, 0.0, True, False, 2))
     torch.library.opcheck(f, (img.float(), None, offs, 0, 2, 0.2, False, False, 1))
+    if op == "peak_mask":  # the CPU kernel reads narrow label dtypes as they are
+        for lt in (torch.bool, torch.uint8, torch.int32):
+            torch.library.opcheck(f, (img, lab.to(lt), offs, 1, 1, 0.0, True, False, 2))
+    else:
+        with pytest.raises(RuntimeError, match="labels must be int64"):
+            f(img, lab.int(), offs, 1, 1, 0.0, True, False, 2)

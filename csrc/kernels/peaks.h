@@ -24,10 +24,11 @@
 namespace nf {
 namespace peaks {
 
-template <class T>
+template <class T, class LT = int64_t>
 struct Args {
   const T* img;            // (H, W)
-  const int64_t* labels;   // (H, W) or nullptr
+  const LT* labels;        // (H, W) or nullptr; label values in [.., nlab), only those > 0 count
+                           // (the device algorithm takes int64 labels, the CPU path also uint8/int32)
   int64_t H, W;
   const int64_t* fdr;      // footprint row offsets (nf)
   const int64_t* fdc;      // footprint col offsets (nf)
@@ -42,21 +43,21 @@ struct Args {
   int64_t nlab;            // max label + 1 (labels mode)
 };
 
-template <class T>
-NF_HOST_DEVICE inline bool above(const Args<T>& a, T v) {
+template <class T, class LT>
+NF_HOST_DEVICE inline bool above(const Args<T, LT>& a, T v) {
   return a.cmp_f64 ? static_cast<double>(v) > a.thr : v > static_cast<T>(a.thr);
 }
 
-template <class T>
-NF_HOST_DEVICE inline bool interior(const Args<T>& a, int64_t r, int64_t c) {
+template <class T, class LT>
+NF_HOST_DEVICE inline bool interior(const Args<T, LT>& a, int64_t r, int64_t c) {
   return r >= a.bh && r < a.H - a.bh && c >= a.bw && c < a.W - a.bw;
 }
 
 NF_HOST_DEVICE inline int64_t clampi(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 // Is pixel i (a candidate: labels mode = interior pixel with label > 0) a local maximum?
-template <class T>
-NF_HOST_DEVICE inline bool is_local_max(const Args<T>& a, int64_t i, int64_t r, int64_t c) {
+template <class T, class LT>
+NF_HOST_DEVICE inline bool is_local_max(const Args<T, LT>& a, int64_t i, int64_t r, int64_t c) {
   const T v = a.img[i];
   int64_t r0 = 0, c0 = 0, r1 = a.H - 1, c1 = a.W - 1, L = 0;
   if (a.labels) {
@@ -82,8 +83,8 @@ NF_HOST_DEVICE inline bool is_local_max(const Args<T>& a, int64_t i, int64_t r, 
 }
 
 // Erosion of the label-L mask by the 3x3 cross inside roi [r0..r1] x [c0..c1], border 0.
-template <class T>
-NF_HOST_DEVICE inline bool eroded(const Args<T>& a, int64_t r, int64_t c, int64_t L, int64_t r0, int64_t c0,
+template <class T, class LT>
+NF_HOST_DEVICE inline bool eroded(const Args<T, LT>& a, int64_t r, int64_t c, int64_t L, int64_t r0, int64_t c0,
                                   int64_t r1, int64_t c1) {
   if (r <= r0 || r >= r1 || c <= c0 || c >= c1) return false;
   const int64_t q = r * a.W + c;
@@ -92,8 +93,8 @@ NF_HOST_DEVICE inline bool eroded(const Args<T>& a, int64_t r, int64_t c, int64_
 }
 
 // L pixel not in the roi-local binary opening of the label mask.
-template <class T>
-NF_HOST_DEVICE inline bool isolated(const Args<T>& a, int64_t i, int64_t r, int64_t c) {
+template <class T, class LT>
+NF_HOST_DEVICE inline bool isolated(const Args<T, LT>& a, int64_t i, int64_t r, int64_t c) {
   const int64_t L = a.labels[i];
   const int64_t r0 = a.bbox[4 * L], c0 = a.bbox[4 * L + 1], r1 = a.bbox[4 * L + 2], c1 = a.bbox[4 * L + 3];
   const bool opened = eroded(a, r, c, L, r0, c0, r1, c1) || eroded(a, r - 1, c, L, r0, c0, r1, c1) ||
@@ -102,8 +103,8 @@ NF_HOST_DEVICE inline bool isolated(const Args<T>& a, int64_t i, int64_t r, int6
   return !opened;
 }
 
-template <class T>
-NF_HOST_DEVICE inline bool is_candidate(const Args<T>& a, int64_t i, int64_t r, int64_t c) {
+template <class T, class LT>
+NF_HOST_DEVICE inline bool is_candidate(const Args<T, LT>& a, int64_t i, int64_t r, int64_t c) {
   if (!a.labels) return true;
   return a.labels[i] > 0 && interior(a, r, c);
 }
@@ -122,8 +123,8 @@ struct InitLabelsBody {  // i over nlab
 };
 
 // Pass 1 at pixel i = (r, c): local-maximum flag into out[i], "has a non-maximum" flag per label.
-template <class T>
-NF_HOST_DEVICE inline void local_max_px(const Args<T>& a, int64_t i, int64_t r, int64_t c) {
+template <class T, class LT>
+NF_HOST_DEVICE inline void local_max_px(const Args<T, LT>& a, int64_t i, int64_t r, int64_t c) {
   if (!is_candidate(a, i, r, c)) {
     a.out[i] = 0;
     return;
@@ -141,8 +142,8 @@ NF_HOST_DEVICE inline void local_max_px(const Args<T>& a, int64_t i, int64_t r, 
 }
 
 // Pass 2 at pixel i = (r, c): the peak mask.
-template <class T>
-NF_HOST_DEVICE inline void final_px(const Args<T>& a, int64_t i, int64_t r, int64_t c) {
+template <class T, class LT>
+NF_HOST_DEVICE inline void final_px(const Args<T, LT>& a, int64_t i, int64_t r, int64_t c) {
   if (!is_candidate(a, i, r, c)) {
     a.out[i] = 0;
     return;

@@ -11,15 +11,19 @@ template <bool Emulated>
 at::Tensor peak_mask_op(const at::Tensor& image, const std::optional<at::Tensor>& labels,
                         const at::Tensor& offsets, int64_t border_rows, int64_t border_cols, double threshold,
                         bool threshold_f64, bool no_trivial, int64_t nlab) {
-  nf::PeakInputs in(image, labels, offsets, border_rows, border_cols, nlab);
+  nf::PeakInputs in(image, labels, offsets, border_rows, border_cols, nlab, /*narrow_labels=*/!Emulated);
   at::Tensor out = at::empty(image.sizes(), image.options().dtype(at::kBool));
+  uint8_t* o = reinterpret_cast<uint8_t*>(out.data_ptr<bool>());
   in.dispatch([&](auto tag) {
     using T = decltype(tag);
-    auto a = in.args<T>(threshold, threshold_f64, no_trivial, reinterpret_cast<uint8_t*>(out.data_ptr<bool>()));
-    if constexpr (Emulated)
-      nf::peak_mask_emulated<T>(a);
-    else
-      nf::peak_mask_cpu<T>(a);
+    if constexpr (Emulated) {
+      nf::peak_mask_emulated<T>(in.args<T>(threshold, threshold_f64, no_trivial, o));
+    } else {
+      in.dispatch_labels([&](auto ltag) {
+        using LT = decltype(ltag);
+        nf::peak_mask_cpu<T, LT>(in.args<T, LT>(threshold, threshold_f64, no_trivial, o));
+      });
+    }
   });
   return out;
 }
