@@ -30,6 +30,7 @@ from ._reinhard import reinhard_params, reinhard_u8
 
 __all__ = [
     "rgb_to_lab",
+    "lab_of_pixels_u8",
     "lab_to_rgb",
     "ReinhardNormalizer",
     "hed_jitter",
@@ -95,10 +96,33 @@ def _mix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,...jhw->...ihw", m.to(x.dtype).to(x.device), x)
 
 
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], shape (..., 3, H, W) -> CIE-LAB (D65, 2 degree), as ``skimage.color.rgb2lab``."""
-    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = _mix(_XYZ_FROM_RGB, lin) / _WHITE_D65.to(rgb.dtype).to(rgb.device)[:, None, None]
+    return _linear_to_lab(_srgb_to_linear(rgb))
+
+
+_LINEAR_U8 = None
+
+
+def lab_of_pixels_u8(pixels: np.ndarray) -> torch.Tensor:
+    """CIE-LAB (3, N) float64 of uint8 RGB pixels (N, 3): the very values of :func:`rgb_to_lab` on
+    ``pixels / 255`` in float64 (tests/test_stain.py), with the sRGB curve read from a table of the 256
+    byte values computed by the same expression (no power per pixel: ~2x faster)."""
+    global _LINEAR_U8
+    if _LINEAR_U8 is None:
+        _LINEAR_U8 = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0)
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] < 3:
+        raise TypeError(f"pixels must be uint8 (N, 3), got {pixels.dtype} {pixels.shape}")
+    px = torch.from_numpy(np.ascontiguousarray(pixels[:, :3]))
+    return _linear_to_lab(_LINEAR_U8[px.long()].T.reshape(3, -1, 1)).reshape(3, -1)
+
+
+def _linear_to_lab(lin: torch.Tensor) -> torch.Tensor:
+    xyz = _mix(_XYZ_FROM_RGB, lin) / _WHITE_D65.to(lin.dtype).to(lin.device)[:, None, None]
     f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
     fx, fy, fz = f.unbind(-3)
     return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-3)

@@ -266,3 +266,18 @@ def test_thumbnails_read_once_equal_each_thumbnail(pyramid, backend):
             assert ds == ds1 and max(thumb.shape[:2]) <= size
         np.testing.assert_array_equal(many[2][0], img)  # 420: level 0 itself
         np.testing.assert_array_equal(s.thumbnail(200)[0], _float_block_mean(lv1, 2))  # level 1, k = 2
+
+
+def test_cucim_reader_on_a_cpu_does_not_import_cupy(pyramid):
+    """Without a CUDA device the cuCIM reader leaves CuPy unimported (half a second), reads the same
+    pixels, and CuPy can still be imported afterwards."""
+    p, img, _ = pyramid
+    code = (
+        "import sys, numpy as np, torch; from nucfast.slide import open_slide; "
+        f"s = open_slide({str(p)!r}, backend='cucim'); a = s.read_region(0, (0, 0), (300, 420)); "
+        "print('cupy' in sys.modules, a.sum()); import cupy; print('cupy' in sys.modules)"
+    )
+    if torch.cuda.is_available():
+        pytest.skip("with a CUDA device cuCIM is imported with CuPy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", str(int(img.astype(np.int64).sum())), "True"], out

@@ -49,6 +49,20 @@ def test_lab_matches_skimage(source):
     np.testing.assert_allclose(back.permute(1, 2, 0).numpy(), color.lab2rgb(color.rgb2lab(source)), atol=1e-8)
 
 
+def test_lab_of_pixels_u8_is_rgb_to_lab_exactly(source, target):
+    """The table path of the slide-level Reinhard statistics gives the float64 LAB of rgb_to_lab bit for
+    bit (so the fitted statistics, and every output after them, are unchanged), on a real image, on all
+    256^3 / 64 colours of a grid and on selected pixels (the tissue pixels of fit_context)."""
+    grid = np.stack(np.meshgrid(*[np.arange(0, 256, 4, dtype=np.uint8)] * 3, indexing="ij"), -1)
+    for img in (source, target, grid.reshape(512, 512, 3)):
+        ref = stain.rgb_to_lab(_chw(img)).reshape(3, -1)
+        assert torch.equal(stain.lab_of_pixels_u8(img.reshape(-1, 3)), ref)
+        sel = img.min(axis=-1) < 220
+        assert torch.equal(stain.lab_of_pixels_u8(img[sel]), ref[:, torch.from_numpy(sel.ravel())])
+    with pytest.raises(TypeError, match="uint8"):
+        stain.lab_of_pixels_u8(source.reshape(-1, 3).astype(np.float32))
+
+
 def test_hed_matches_skimage_and_roundtrips(source):
     x = _chw(source)
     np.testing.assert_allclose(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..stain import ReinhardNormalizer, rgb_to_lab
+from ..stain import ReinhardNormalizer, lab_of_pixels_u8, rgb_to_lab
 from ._int8 import Int8Net, int8_path, load_int8
 from ._weights import file_sha256, load_weights, read_metadata, tensor_shapes
 
@@ -374,8 +374,11 @@ class Model:
         ctx = Context()
         xs = [torch.from_numpy(np.ascontiguousarray(s)).permute(2, 0, 1).double() / 255.0 for s in samples]
         if normalize and self.normalizer is not None:
-            labs = [
-                rgb_to_lab(x)[:, torch.from_numpy(tissue_pixels(s))] for x, s in zip(xs, samples, strict=True)
+            labs = [  # the LAB of the tissue pixels: rgb_to_lab(x)[:, tissue], from a table for uint8
+                lab_of_pixels_u8(s[tissue_pixels(s)])
+                if s.dtype == np.uint8
+                else rgb_to_lab(x)[:, torch.from_numpy(tissue_pixels(s))]
+                for x, s in zip(xs, samples, strict=True)
             ]
             v = torch.cat(labs, dim=1) if labs else torch.zeros(3, 0, dtype=torch.float64)
             if v.shape[1] < 100:

@@ -502,6 +502,29 @@ class _CudaLessCuFileLines:
 _cucim_started = False
 
 
+def _import_cuimage():
+    """cuCIM's ``CuImage`` (optional heavy dependency, RAPIDS). Without a CUDA device cuCIM is imported with
+    CuPy hidden: its package ``__init__`` imports CuPy (0.5-0.7 s) for its GPU image functions only,
+    which a CPU reader never calls; CuPy stays importable afterwards (it is not cached as missing)."""
+    import sys
+
+    import torch
+
+    if "cucim" in sys.modules or "cupy" in sys.modules or torch.cuda.is_available():
+        from cucim import CuImage
+
+        return CuImage
+    sys.modules["cupy"] = None  # type: ignore[assignment]  # "import cupy" raises ImportError
+    try:
+        from cucim import CuImage
+    except ImportError:  # a cuCIM that needs CuPy to import: import it normally
+        sys.modules.pop("cupy", None)
+        from cucim import CuImage
+    finally:
+        sys.modules.pop("cupy", None)
+    return CuImage
+
+
 class CuCIMReader(SlideReader):
     """cuCIM (``CuImage``): fastest; GPU decode when a CUDA device reads (``read_region_tensor``)."""
 
@@ -512,8 +535,7 @@ class CuCIMReader(SlideReader):
         global _cucim_started
         _cufile_settings()
         with _CudaLessCuFileLines() if not _cucim_started else contextlib.nullcontext():
-            from cucim import CuImage  # optional heavy dependency (RAPIDS)
-
+            CuImage = _import_cuimage()
             im = CuImage(str(path))  # the first open loads the slide plug-in (and its cuFile)
         _cucim_started = True
         res = im.resolutions
