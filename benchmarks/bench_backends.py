@@ -79,18 +79,26 @@ def shipped():
 
 
 @pytest.mark.parametrize("side", ["torch_fp32", "torch_fp32_channels_last", "torch_bf16_channels_last",
-                                  "onnxruntime_fp32"])
+                                  "onnxruntime_fp32", "onnxruntime_int8"])
 def test_shipped_usenet_1024_1thread(benchmark, shipped, side):
-    """The CPU engine and precision choice (nucfast.models.cpu_bf16): one 1024² tile, one thread.
-    Measured 2026-12-02 (load ~2): median ms per tile torch bf16 autocast + channels_last 239 (4.4 MP/s),
-    onnxruntime fp32 487 (2.04x slower), torch fp32 channels_last 545 (2.28x), torch fp32 894 (3.74x);
-    bf16 changes the validation AJI 0.5689 -> 0.5684 (nucfast evaluate, NUCFAST_CPU_PRECISION=bf16/fp32)."""
+    """The CPU engine and precision choice (nucfast.models.cpu_precision): one 1024² tile, one thread.
+    Measured 2026-12-02 (load ~0.5): median ms per tile torch bf16 autocast + channels_last 217 (4.8 MP/s),
+    onnxruntime int8 (the shipped QDQ graph) 292 (1.34x slower), onnxruntime fp32 403 (1.86x), torch fp32
+    channels_last 462 (2.1x), torch fp32 724 (3.3x); ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` (no AMX):
+    torch bf16 625, AVX2: 4,790. Validation AJI (nucfast evaluate --subset val, NUCFAST_CPU_PRECISION=
+    fp32/bf16/int8): 0.5689 / 0.5684 / 0.5692."""
     net, onnx, x, gates = shipped
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if side == "onnxruntime_fp32":
-            be = OnnxRuntimeBackend(onnx, intra_op_threads=1)
+        if side.startswith("onnxruntime"):
+            if side == "onnxruntime_int8":  # the shipped QDQ graph (logits; + sigmoid as the engine does)
+                from nucfast.engines._quantize import int8_backend
+                from nucfast.models import load
+
+                be = int8_backend(load("usenet"), threads=1)
+            else:
+                be = OnnxRuntimeBackend(onnx, intra_op_threads=1)
             run = lambda: be.run(x, se_gates=gates)  # noqa: E731
         elif side == "torch_fp32":
             def run():

@@ -7,6 +7,7 @@ Public ops accept numpy arrays or torch tensors (any device) and return the kind
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -92,7 +93,12 @@ def as_tensor(
         if any(s < 0 for s in x.strides):  # torch.from_numpy rejects negative strides (x[::-1])
             x = x.copy()  # (not ascontiguousarray: it keeps a negative stride on a size-1 axis)
         try:
-            t = torch.from_numpy(x)
+            if x.flags.writeable:
+                t = torch.from_numpy(x)
+            else:  # e.g. a slide reader's tile: nucfast ops only read their inputs
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+                    t = torch.from_numpy(x)
         except TypeError as e:
             raise TypeError(f"{name}: unsupported numpy dtype {x.dtype}") from e
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from . import models
 from .baseline import haematoxylin_baseline
+from .datasets import list_names, read_rgb
 from .models import WEIGHTS_DIR, Model, dihedral_average
 from .slide.tissue import image_tissue_sample
 
@@ -205,3 +208,32 @@ def segment_image(
     if return_probs:
         out.append(probs)
     return out[0] if len(out) == 1 else tuple(out)
+
+
+def calibration_feeds(model: Model, data_dir, *, images: int = 24, crops: int = 2, size: int = 256,
+                      seed: int = 0) -> tuple[list[dict], str]:  # fmt: skip
+    """Calibration inputs for :func:`nucfast.engines._quantize.quantize_int8`: ``crops`` random ``size``-px
+    crops (on the 32-px grid) of each of the first ``images`` training images of ``data_dir`` (never the
+    validation images named in the weights' metadata), Reinhard-normalised with the image's own tissue
+    statistics and with the SE gates fitted on the same sample, as ``segment_image`` does. Returns the
+    feeds and a description for the graph's metadata."""
+    val = set(model.meta.get("val_names", []))
+    names = [n for n in list_names(Path(data_dir)) if n not in val][:images]
+    if not names:
+        raise ValueError(f"no training images (NAME.png + NAME_inst.tif, not validation) in {data_dir}")
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for n in names:
+        rgb = np.array(read_rgb(Path(data_dir) / f"{n}.png")[..., :3])  # a writable copy
+        ctx = model.fit_context(_tissue_sample(rgb, model.mpp))
+        x = ctx.normalize_u8(torch.from_numpy(rgb)).numpy()
+        H, W = x.shape[1:]
+        for _ in range(crops):
+            r = int(rng.integers(0, max(H - size, 0) + 1)) // 32 * 32
+            c = int(rng.integers(0, max(W - size, 0) + 1)) // 32 * 32
+            f = {"image": np.ascontiguousarray(x[None, :, r : r + size, c : c + size])}
+            f.update({k: v.numpy().astype(np.float32) for k, v in ctx.inputs.items()})
+            feeds.append(f)
+    what = (f"{size}-px stain-normalised crops of {len(names)} training images of {Path(data_dir).name} "
+            "(validation images excluded), SE gates fitted per image")  # fmt: skip
+    return feeds, what

@@ -1,5 +1,5 @@
 """``nucfast subtypes fit`` / ``nucfast subtypes assign``, and the pictures people look at (a gallery PNG per
-subtype, a 2-D map of the embeddings coloured by subtype).
+subtype, a 2-D UMAP of the embeddings coloured by subtype).
 
 Inputs: ``--data DIR`` (images ``NAME.png`` with instance labels ``NAME_inst.tif``: every nucleus is embedded
 with :func:`nucfast.embed_nuclei`) or ``--embeddings FILE`` (``.npy`` (n, d), ``.npz`` with ``embeddings``
@@ -18,29 +18,10 @@ import torch
 from ._embed import embed_nuclei
 from .datasets import list_names, read_labels, read_rgb
 from .models.nuc2vec import IMAGENET_MEAN, extract_patches, nucleus_centroids
-from .subtypes import assign_subtypes, fit_subtypes, load_reference
+from .subtypes import PALETTE, assign_subtypes, fit_leiden, fit_subtypes, load_reference
 
 __all__ = ["add_subtypes_subparser", "write_gallery", "write_map"]
 
-#: subtype colours (RGB), also the GeoJSON ``classification`` colours
-PALETTE = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (170, 110, 40),
-    (128, 0, 0),
-    (170, 255, 195),
-    (128, 128, 0),
-    (0, 0, 128),
-]
 
 
 def _from_data(data: Path, model: str, max_images: int | None):
@@ -130,14 +111,14 @@ def write_gallery(
 
 
 def write_map(emb: np.ndarray, subtype: np.ndarray, path: Path, *, max_points: int = 5000, seed: int = 0):
-    """A 2-D t-SNE map of (a sample of) the embeddings, one colour per subtype (PNG, 800 x 800)."""
+    """A 2-D UMAP (cosine metric, 15 neighbours) of (a sample of) the embeddings, one colour per subtype
+    (PNG, 800 x 800)."""
     from PIL import Image, ImageDraw  # optional dependency (the slide extra)
-    from sklearn.manifold import TSNE  # optional heavy dependency (scikit-learn)
+    from umap import UMAP  # optional heavy dependency (umap-learn, with scanpy in the subtypes extra)
 
     sel = np.random.default_rng(seed).permutation(len(emb))[:max_points]
-    xy = TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(len(sel) - 1, 1) / 3)).fit_transform(
-        emb[sel]
-    )
+    nn = max(2, min(15, len(sel) - 1))
+    xy = UMAP(n_neighbors=nn, metric="cosine", random_state=seed, n_jobs=1).fit_transform(emb[sel])
     xy = (xy - xy.min(0)) / (np.ptp(xy, 0) + 1e-9) * 760 + 20
     im = Image.new("RGB", (800, 800), (255, 255, 255))
     d = ImageDraw.Draw(im)
@@ -162,15 +143,12 @@ def _write_assignments(path: Path, image, label, subtype) -> None:
 
 def _cmd_fit(args) -> int:
     emb, image, label = _inputs(args)
-    ks = range(args.k_min, args.k_max + 1)
-    ref = fit_subtypes(
-        emb,
-        k=args.k,
-        ks=ks,
-        seeds=args.seeds,
-        seed=args.seed,
-        meta={"model": args.model, "source": str(args.data or args.embeddings)},
-    )
+    meta = {"model": args.model, "source": str(args.data or args.embeddings)}
+    if args.method == "leiden":
+        ref = fit_leiden(emb, resolution=args.resolution, seeds=args.seeds, seed=args.seed, meta=meta)
+    else:
+        ks = range(args.k_min, args.k_max + 1)
+        ref = fit_subtypes(emb, k=args.k, ks=ks, seeds=args.seeds, seed=args.seed, meta=meta)
     out = Path(args.output)
     ref.save(out)
     # the k-means labels where the reference kept every nucleus, else the kNN vote
@@ -179,6 +157,7 @@ def _cmd_fit(args) -> int:
         "reference": str(out),
         "k": ref.k,
         "n": int(len(emb)),
+        "method": ref.meta.get("method", "kmeans"),
         "stability_ari": ref.meta["stability_ari"],
         "counts": np.bincount(subtype, minlength=ref.k).tolist(),
     }
@@ -186,7 +165,7 @@ def _cmd_fit(args) -> int:
         g = Path(args.gallery)
         if args.data is not None:
             write_gallery(Path(args.data), image, label, subtype, g)
-        write_map(emb, subtype, g / "map.png")
+        write_map(emb, subtype, g / "umap.png")
     print(json.dumps(summary))
     return 0
 
@@ -223,7 +202,7 @@ def add_subtypes_subparser(sub) -> None:
     """``nucfast subtypes fit`` and ``nucfast subtypes assign``."""
     s = sub.add_parser("subtypes", help="nucleus subtypes from Nuc2Vec embeddings (fit a reference, assign)")
     ss = s.add_subparsers(dest="subtypes_command", metavar="ACTION", required=True)
-    f = ss.add_parser("fit", help="cluster a cohort's embeddings (k-means, k chosen by stability)")
+    f = ss.add_parser("fit", help="cluster a cohort's embeddings (k-means or Leiden, chosen by stability)")
     _add_inputs(f)
     f.add_argument("-o", "--output", required=True, help="reference file (.safetensors)")
     f.add_argument("--k", type=int, default=None, help="number of subtypes (default: chosen by stability)")
@@ -231,7 +210,11 @@ def add_subtypes_subparser(sub) -> None:
     f.add_argument("--k-max", type=int, default=12)
     f.add_argument("--seeds", type=int, default=5, help="k-means fits per k for the stability (default 5)")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--gallery", default=None, help="folder for subtype_XX.png galleries and map.png")
+    f.add_argument("--method", choices=("kmeans", "leiden"), default="kmeans",
+                   help="k-means (k by stability) or Leiden on the cosine kNN graph (scanpy; resolution by "
+                   "stability)")  # fmt: skip
+    f.add_argument("--resolution", type=float, default=None, help="Leiden resolution (default: by stability)")
+    f.add_argument("--gallery", default=None, help="folder for subtype_XX.png galleries and umap.png")
     f.set_defaults(func=_cmd_fit)
     a = ss.add_parser("assign", help="label nuclei by k-nearest-neighbour majority vote in a reference")
     _add_inputs(a)

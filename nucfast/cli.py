@@ -8,6 +8,7 @@ Each subcommand's parser sets ``func=<callable(args) -> int>`` as its default.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -15,9 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, models
+from ._segment import calibration_feeds
 from ._subtypes_cli import add_subtypes_subparser
 from ._tiles import write_interpolation_strip, write_sample_grid
 from .engines import BackendUnavailableError, add_engine_subparsers
+from .engines._quantize import quantize_int8
+from .models._int8 import graph_info, int8_path
 from .slide import MissingMPPError, segment_slide
 from .slide._labels import read_label_array
 from .slide.accuracy import aji, detection_scores
@@ -107,7 +111,8 @@ class _Progress:
             self.bar.close()
 
 
-_PER_TILE = ("decode", "segment", "measure", "write")  # stages whose rate (MP/s) means something
+# stages whose rate (MP/s) means something
+_PER_TILE = ("decode", "segment", "measure", "embed", "tile_embed", "write")
 
 
 def _stage_rates(res) -> str:
@@ -157,6 +162,9 @@ def _segment_kwargs(args) -> dict:
         reader_backend=args.reader,
         outputs=outputs,
         tissue=not args.no_tissue,
+        embed=args.embed or bool(args.subtypes),
+        subtypes=args.subtypes,
+        tile_embed=args.tile_embed,
     )
 
 
@@ -260,8 +268,11 @@ def _add_sample_tiles_parser(sub) -> None:
     )
     p.add_argument("grid", metavar="GRID.png", help="output PNG of the sample grid")
     p.add_argument("--strip", default=None, metavar="STRIP.png", help="also write an interpolation strip")
-    p.add_argument("--model", default="pathgan",
-                   help=f"tile generator: {', '.join(models.names('tile-generator'))} or a .safetensors file")
+    p.add_argument(
+        "--model",
+        default="pathgan",
+        help=f"tile generator: {', '.join(models.names('tile-generator'))} or a .safetensors file",
+    )
     p.add_argument("-n", type=int, default=64, help="tiles in the grid (default 64)")
     p.add_argument("--cols", type=int, default=8, help="grid columns (default 8)")
     p.add_argument("--seed", type=int, default=0)
@@ -304,6 +315,47 @@ def _add_segment_options(p: argparse.ArgumentParser, *, demo: bool = False) -> N
         "writes nuclei.geojson.gz instead, which QuPath reads as well)",
     )
     p.add_argument("--no-tissue", action="store_true", help="process the whole slide, not only tissue")
+    p.add_argument(
+        "--embed",
+        action="store_true",
+        help="add a Nuc2Vec embedding per nucleus (table column nuc2vec, obsm['X_nuc2vec'] in nuclei.h5ad)",
+    )
+    p.add_argument(
+        "--subtypes",
+        default=None,
+        metavar="REF",
+        help="assign nucleus subtypes from a reference of `nucfast subtypes fit` (implies --embed): table "
+        "column subtype, GeoJSON classification",
+    )
+    p.add_argument(
+        "--tile-embed",
+        action="store_true",
+        help="one PathologyGAN encoder latent per tissue tile (tiles.parquet, tiles.h5ad)",
+    )
+
+
+def _cmd_quantize(args) -> int:
+    """``nucfast quantize``: the int8 QDQ graph of a segmentation network beside its weights."""
+    m = models.load(args.model)
+    out = Path(args.output) if args.output else int8_path(m)
+    if out is None:
+        raise CLIError(f"model {args.model!r} has no weights file: give --output")
+    feeds, what = calibration_feeds(m, args.data, images=args.images, crops=args.crops)
+    data = quantize_int8(m, feeds, out, calibration=what)
+    print(json.dumps({"path": str(out), "bytes": len(data), **graph_info(data)}, indent=1))
+    return 0
+
+
+def _add_quantize_parser(sub) -> None:
+    q = sub.add_parser(
+        "quantize", help="int8 QDQ graph of a segmentation network for onnxruntime (NUCFAST_CPU_PRECISION)"
+    )
+    q.add_argument("--model", default="usenet", help="segmentation model or weights file (default usenet)")
+    q.add_argument("--data", required=True, help="calibration images (NAME.png + NAME_inst.tif)")
+    q.add_argument("--images", type=int, default=24, help="training images to calibrate on (default 24)")
+    q.add_argument("--crops", type=int, default=2, help="256-px crops per image (default 2)")
+    q.add_argument("--output", "-o", default=None, help="default: <weights stem>.int8.onnx by the weights")
+    q.set_defaults(func=_cmd_quantize)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_train_evaluate(sub)
     _add_sample_tiles_parser(sub)
     add_engine_subparsers(sub)
+    _add_quantize_parser(sub)
     add_subtypes_subparser(sub)
     for reg in SUBCOMMAND_REGISTRARS:
         reg(sub)

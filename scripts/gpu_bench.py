@@ -100,8 +100,43 @@ def main(out: str, rehearse: bool = False) -> None:
             row["error"] = f"{type(e).__name__}: {e}"[:300]
         res[name] = row
         print(name, json.dumps(row))
+    res["tile_pipeline"] = _tile_pipeline(dev, 512 if rehearse else 1024)
+    print("tile_pipeline", json.dumps(res["tile_pipeline"]))
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
+
+
+def _tile_pipeline(dev: str, side: int) -> dict:
+    """The slide engine's tile path (ModelSegmenter, USE-Net) on ``dev``: device-resident (post-processing
+    by the CUDA kernels, only labels + scores back) vs the host pipeline (probabilities copied to the
+    CPU and post-processed there), on a real MoNuSeg image when ../shared/data is there."""
+    from pathlib import Path
+
+    from nucfast.slide.segmenters import ModelSegmenter
+
+    row: dict = {"side": side}
+    try:
+        p = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "monuseg_train").glob("*.png"))
+        if p:
+            from nucfast.datasets import read_rgb
+
+            rgb = np.ascontiguousarray(np.tile(read_rgb(p[0])[..., :3], (2, 2, 1))[:side, :side])
+        else:
+            rgb = np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        sample = [rgb[r : r + 256, c : c + 256] for r in (0, side // 2) for c in (0, side // 2)]
+        labels = {}
+        for name, resident in (("device_resident", True), ("host", False)):
+            seg = ModelSegmenter("usenet", backend=dev, device_resident=resident)
+            seg.fit(sample)
+            labels[name] = seg(rgb).labels
+            row[f"{name}_s"] = _time(lambda seg=seg: seg(rgb), n=5)
+            row["backend"] = seg.backend
+        row["speedup_device_vs_host"] = row["host_s"] / row["device_resident_s"]
+        row["mp_per_s_device"] = side * side / 1e6 / row["device_resident_s"]
+        row["pixels_differing"] = float(np.mean(labels["device_resident"] != labels["host"]))
+    except Exception as e:  # noqa: BLE001 - report whatever fails
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+    return row
 
 
 if __name__ == "__main__":

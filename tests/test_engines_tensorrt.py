@@ -262,3 +262,22 @@ def test_rtx_builds_attention_network(tmp_path):
     data = export_onnx(AttentionNet(width=8).eval(), sample_shape=(1, 3, 32, 32))
     info = build_engine(data, precision="fp16", profiles=[PROFILE], cache_dir=tmp_path, api="tensorrt_rtx")
     assert info.path.is_file() and info.size_bytes > 10_000
+
+
+@pytest.mark.parametrize("which", ["nuc2vec", "pathgan_encoder"])
+def test_engines_of_the_embedding_models(which, tmp_path):
+    """TensorRT-RTX engines of the shipped Nuc2Vec (64-px windows, batches up to 1024) and PathologyGAN
+    encoder (56-px tiles) build here as the segmentation networks' do (running them needs a GPU)."""
+    from nucfast.engines import export_tile_onnx
+    from nucfast.models import load
+
+    m = load(which)
+    if which == "nuc2vec":
+        data, s = export_onnx(m.net), m.net.window
+    else:
+        data, s = export_tile_onnx(m), m.net.size
+    prof = Profile((1, 3, s, s), (256, 3, s, s), (1024, 3, s, s))
+    info = build_engine(data, precision="fp16", profiles=[prof], cache_dir=tmp_path)
+    assert info.path.is_file() and info.path.stat().st_size > 100_000
+    meta = read_engine_metadata(info.path)
+    assert meta["profiles"][0]["max"] == [1024, 3, s, s]

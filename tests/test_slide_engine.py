@@ -412,3 +412,27 @@ def test_segmenter_protocol_and_stage_timing(slide, tmp_path):
     stages = {"open", "tissue", "fit", "decode", "segment", "measure", "write", "table", "geojson"}
     assert stages | {"zarr_pyramid", "overlay", "wall"} <= set(res.timing), res.timing
     assert all(res.timing[k] >= 0 for k in stages) and res.timing["segment"] > 0
+
+
+def test_workers_share_the_cores(slide, tmp_path):
+    """workers=2: each worker runs with torch.get_num_threads() // 2 intra-op threads during the call (no
+    oversubscription), restored afterwards; the nuclei do not depend on the worker count."""
+    import torch
+
+    seen = []
+
+    class Recording(BaselineSegmenter):
+        def __call__(self, rgb):
+            seen.append(torch.get_num_threads())
+            return super().__call__(rgb)
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kw = dict(tile=512, outputs=())
+        two = segment_slide(slide["path"], tmp_path / "w2", model=Recording(), workers=2, **kw)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        one = segment_slide(slide["path"], tmp_path / "w1", model=BaselineSegmenter(), **kw)
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_array_equal(_labels(two), _labels(one))

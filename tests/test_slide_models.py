@@ -134,3 +134,15 @@ def test_attention_model_tiled_vs_whole(slide, image, tmp_path):
     np.testing.assert_array_equal(tiled > 0, whole > 0)
     assert detection_scores(whole, tiled)["f1"] > 0.97
     assert aji(gt, tiled) > 0.2
+
+
+def test_device_resident_path_equals_the_host_pipeline(slide, tmp_path):
+    """The tensor path (post-processing on the probabilities' device, only labels + scores back) gives the
+    host pipeline's nuclei and scores exactly, here with CPU tensors (the CUDA path has never run)."""
+    kw = dict(tile=512, tissue=False, outputs=("table",))
+    dev = segment_slide(slide, tmp_path / "d", model=ModelSegmenter("usenet"), **kw)
+    host = segment_slide(slide, tmp_path / "h", model=ModelSegmenter("usenet", device_resident=False), **kw)
+    np.testing.assert_array_equal(_labels(dev), _labels(host))
+    a, b = dev.table, host.table
+    assert a.num_rows == b.num_rows > 100
+    np.testing.assert_array_equal(a.column("score").to_numpy(), b.column("score").to_numpy())

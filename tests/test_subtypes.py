@@ -81,10 +81,10 @@ def test_cli_fit_assign_and_pictures(tmp_path, capsys):
         == 0
     )
     assert sorted(p.name for p in g.iterdir()) == [
-        "map.png",
         "subtype_00.png",
         "subtype_01.png",
         "subtype_02.png",
+        "umap.png",
     ]
     np.save(tmp_path / "e.npy", np.asarray(load_reference(ref).embeddings))
     assert (
@@ -130,3 +130,26 @@ def test_handcrafted_features_match_skimage():
         np.testing.assert_allclose(row[10:13], rgb[m].std(0))
     with pytest.raises(ValueError, match="labels has shape"):
         handcrafted_features(rgb, lab[:-1])
+
+
+def test_leiden_by_stability_recovers_the_clusters(tmp_path):
+    """Leiden (scanpy, igraph) on the cosine kNN graph, resolution chosen by stability across subsamples."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from nucfast.subtypes import fit_leiden
+
+    x, truth = _blobs()
+    ref = fit_leiden(x, resolutions=(0.1, 0.3, 1.0), seeds=3)
+    assert ref.meta["method"] == "leiden" and set(ref.meta["stability_ari"]) == {"0.1", "0.3", "1.0"}
+    assert ref.k == 5, ref.meta
+    assert adjusted_rand_score(truth, ref.labels) > 0.99
+    ref.save(tmp_path / "ref.safetensors")
+    new, new_truth = _blobs(seed=1)
+    got = assign_subtypes(load_reference(tmp_path / "ref.safetensors"), new, k_nn=7)
+    assert adjusted_rand_score(new_truth, got) > 0.99
+    np.testing.assert_allclose(np.linalg.norm(ref.centroids, axis=1), 1, atol=1e-5)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "cli.safetensors"
+    assert main(["subtypes", "fit", "--embeddings", str(tmp_path / "x.npy"), "--method", "leiden",
+                 "--resolution", "0.3", "-o", str(out)]) == 0  # fmt: skip
+    assert load_reference(out).meta["method"] == "leiden" and load_reference(out).k == 5

@@ -109,3 +109,21 @@ def test_loss_terms_and_queue():
     moco.enqueue(q[:4])
     assert moco.negatives().shape == (10, 16) and int(moco.ptr) == 2
     torch.testing.assert_close(moco.queue[:2], q[2:4])
+
+
+def test_extra_data_adds_training_nuclei(data_dir, tmp_path):
+    """--extra-data: every image of another folder (e.g. scripts/slide_nuclei.py's slide tiles) joins the
+    training nuclei; a folder without images is an error."""
+    (tmp_path / "extra").mkdir()
+    extra = write_tiny_dataset(tmp_path / "extra", size=96, n=10, count=2)
+    log = tmp_path / "o" / "log.jsonl"
+    train_nuc2vec(_cfg(data_dir, tmp_path / "o", steps=1, extra_data=str(extra)))
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    names = next(r for r in recs if r.get("event") == "start")["config"]["train_names"]
+    n = next(r for r in recs if r.get("event") == "data")["train_nuclei"]
+    more = NucleusSet.from_dir(extra, ["img0", "img1"])
+    assert len(more) > 0 and n == len(NucleusSet.from_dir(data_dir, names)) + len(more)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no NAME.png"):
+        train_nuc2vec(_cfg(data_dir, tmp_path / "o2", steps=1, extra_data=str(empty)))

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..stain import ReinhardNormalizer, lab_of_pixels_u8, rgb_to_lab
+from ._int8 import Int8Net, int8_path, load_int8
 from ._weights import file_sha256, load_weights, read_metadata, tensor_shapes
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "unknown_model_error",
     "MAX_PARAMETERS",
     "cpu_bf16",
+    "cpu_precision",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -62,14 +64,34 @@ def cpu_bf16() -> bool:
     thread, torch bf16 autocast + channels_last 4.5 MP/s vs onnxruntime fp32 2.2, torch fp32 1.2
     (channels_last 1.9) (benchmarks/bench_backends.py::test_shipped_usenet_1024_1thread, 2026-12-02).
     CPUs without AMX (AVX-512 BF16 only, AVX2) keep fp32 (onnxruntime): bf16 there is unmeasured."""
+    mode = cpu_precision()
+    if mode in ("bf16", "fp32"):
+        return mode == "bf16"
+    return has_amx()  # auto, and int8 for the networks without an int8 graph
+
+
+def has_amx() -> bool:
+    """The CPU has AMX tiles (bf16 / int8 matrix hardware)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def cpu_precision() -> str:
+    """``NUCFAST_CPU_PRECISION``: ``auto`` (default), ``bf16``, ``fp32`` or ``int8``.
+
+    ``auto``: on a CPU with AMX, torch bf16 for the networks that allow it (:func:`cpu_bf16`); without AMX,
+    a segmentation network's shipped int8 QDQ graph on onnxruntime where it has one (:meth:`Model.int8`),
+    else float32. Measured on the shipped USE-Net lite, one 1024² tile, one thread
+    (benchmarks/bench_backends.py -k shipped, 2026-12-02): torch bf16 197 ms, onnxruntime int8 275-300,
+    onnxruntime fp32 393, torch fp32 channels_last 462; with oneDNN capped below AMX
+    (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``) torch bf16 takes 625 ms and with AVX2 4.8 s, so bf16 is used
+    only with AMX. Validation AJI: fp32 0.5689, bf16 0.5684, int8 0.5689. The int8 graph's speed on a CPU
+    without AMX / VNNI is unmeasured (onnxruntime picks its int8 kernels by CPU features)."""
     import os
 
     mode = os.environ.get("NUCFAST_CPU_PRECISION", "auto").lower()
-    if mode not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"NUCFAST_CPU_PRECISION must be auto, bf16 or fp32, got {mode!r}")
-    if mode != "auto":
-        return mode == "bf16"
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    if mode not in ("auto", "bf16", "fp32", "int8"):
+        raise ValueError(f"NUCFAST_CPU_PRECISION must be auto, bf16, fp32 or int8, got {mode!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -382,13 +404,36 @@ class Model:
         k = self._kind()
         if k.predict is None:
             raise ValueError(f"model {self.name!r} ({self.task}) has no dense prediction")
+        inputs = context.inputs if context is not None else {}
+        if self.int8 and x01.device.type == "cpu":
+            return k.predict(self.int8_net(), x01, tile, **inputs).float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x01.device.type == "cpu"):
-            return k.predict(self.net, x01, tile, **(context.inputs if context is not None else {})).float()
+            return k.predict(self.net, x01, tile, **inputs).float()
 
     @property
     def bf16(self) -> bool:
         """CPU inference runs in bfloat16 (``Kind.cpu_bf16`` and :func:`cpu_bf16`)."""
-        return self._kind().cpu_bf16 and cpu_bf16()
+        return self._kind().cpu_bf16 and cpu_bf16() and not self.int8
+
+    @property
+    def int8(self) -> bool:
+        """CPU inference runs the int8 graph (:func:`cpu_precision`): ``int8``, or ``auto`` on a CPU
+        without AMX when these weights have an int8 graph beside them."""
+        if self.task != "segmentation" or self.net is None:
+            return False
+        mode = cpu_precision()
+        if mode != "auto":
+            return mode == "int8"
+        if has_amx() or self.path is None:
+            return False
+        return int8_path(self).is_file()
+
+    def int8_net(self):
+        """The int8 graph as a network for ``Kind.predict`` (:class:`nucfast.models._int8.Int8Net`),
+        loaded once; raises when there is none for these weights."""
+        if getattr(self, "_int8_net", None) is None:
+            self._int8_net = Int8Net(load_int8(self))
+        return self._int8_net
 
     def postprocess(self, probs: np.ndarray, override=None) -> np.ndarray:
         """Instances from :meth:`predict`'s probabilities with the post-processing stored with the weights

@@ -55,13 +55,16 @@ class TileNuclei:
     ``polygons`` are shapely geometries in level-0 pixel coordinates (x = col, y = row); ``patch`` is
     ``(row, col, local)`` with ``local`` a uint32 image of local indices 1..n (0 = none) at working
     resolution, its top-left corner at working pixel (row, col); ``n_cut`` counts nuclei touching the
-    outer edge of the tile's halo inside the slide.
+    outer edge of the tile's halo inside the slide; ``embedding`` / ``tile_latent``: see
+    :mod:`nucfast.slide._embedding`.
     """
 
     cols: dict
     polygons: np.ndarray
     patch: tuple | None
     n_cut: int
+    embedding: np.ndarray | None = None  # (n, d) float32 Nuc2Vec vectors, when the run embeds nuclei
+    tile_latent: np.ndarray | None = None  # (d,) float32 tile encoder latent, when the run embeds tiles
 
     def __len__(self) -> int:
         return len(self.polygons)

@@ -282,10 +282,13 @@ def read_manifest(path: Path) -> dict:
     return doc
 
 
-def committed_prefix(tiles_dir: Path, indices, schema) -> dict[int, int]:
+def committed_prefix(
+    tiles_dir: Path, indices, schema, *, metadata_key: bytes | None = None
+) -> dict[int, int]:
     """The committed tiles a resume can keep: ``{tile index: rows}`` for the longest prefix of ``indices``
     (the tile order) whose tables read back completely with ``schema``'s columns, hold only their tile's
-    nuclei and carry the running ids ``1, 2, ...`` without a gap (ids are assigned in tile order, so a tile
+    nuclei, carry ``metadata_key`` in their parquet metadata when one is given (the tile latent) and the
+    running ids ``1, 2, ...`` without a gap (ids are assigned in tile order, so a tile
     after a missing or damaged one cannot keep its ids).
 
     A damaged table (truncated, unreadable, wrong columns or ids) and every table after the prefix are
@@ -306,6 +309,8 @@ def committed_prefix(tiles_dir: Path, indices, schema) -> dict[int, int]:
             continue
         try:
             t = pq.read_table(f)
+            if metadata_key is not None and metadata_key not in (t.schema.metadata or {}):
+                raise ValueError(f"no {metadata_key.decode()} metadata")
             names = set(t.schema.names)
             missing = [n for n in schema.names if n not in names]
             if missing:

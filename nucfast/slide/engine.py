@@ -61,6 +61,7 @@ from .. import __version__
 from ..engines import BackendUnavailableError
 from . import _labels
 from . import outputs as _out
+from ._embedding import TILE_LATENT_KEY, Embedders
 from ._nuclei import COLUMNS as _NUCLEUS_COLUMNS
 from ._nuclei import TileNuclei, measure_tile
 from ._rundir import (
@@ -204,13 +205,15 @@ class WorkingGrid:
 _COLUMNS = [(n, t) for n, t, *_ in _NUCLEUS_COLUMNS]
 
 
-def _schema(with_geometry: bool = True):
+def _schema(with_geometry: bool = True, extra=()):
+    """Columns of a tile table: :data:`nucfast.slide._nuclei.COLUMNS`, ``geometry``, then ``extra``
+    (the embedding columns, :meth:`nucfast.slide._embedding.Embedders.arrow_fields`)."""
     import pyarrow as pa
 
     fields = [pa.field(n, getattr(pa, t)()) for n, t in _COLUMNS]
     if with_geometry:
         fields.append(pa.field("geometry", pa.binary()))
-    return pa.schema(fields)
+    return pa.schema(fields + list(extra))
 
 
 def _measure_tile(tile: Tile, origin, rgb, seg: TileSegmentation, grid_shape, scale, mpp0, working_mpp):
@@ -239,12 +242,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_tile_table(path: Path, nuc: TileNuclei, ids, label_px, keep) -> None:
+def _write_tile_table(path: Path, nuc: TileNuclei, ids, label_px, keep, schema) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     import shapely
 
-    schema = _schema(True)
     arrays = []
     for f in schema:
         if f.name == "id":
@@ -253,10 +255,18 @@ def _write_tile_table(path: Path, nuc: TileNuclei, ids, label_px, keep) -> None:
             v = label_px
         elif f.name == "geometry":
             v = shapely.to_wkb(nuc.polygons[keep]) if len(nuc) else []
+        elif f.name == "nuc2vec":
+            e = nuc.embedding[keep] if len(nuc) else np.zeros((0, f.type.list_size), np.float32)
+            d = f.type.list_size
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(e.ravel(), pa.float32()), d))
+            continue
         else:
             v = np.asarray(nuc.cols[f.name])[keep] if len(nuc) else []
         arrays.append(pa.array(v, type=f.type))
     table = pa.Table.from_arrays(arrays, schema=schema)
+    if nuc.tile_latent is not None:
+        latent = json.dumps([float(x) for x in np.asarray(nuc.tile_latent, np.float32)]).encode()
+        table = table.replace_schema_metadata({TILE_LATENT_KEY: latent})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     _atomic_write_bytes(path, sink.getvalue().to_pybytes())
@@ -374,6 +384,7 @@ def _check_work(reader: SlideReader, seg: Segmenter, grid: WorkingGrid, tile: in
             f"{mem / 2**30:.1f} GiB: use a smaller tile, fewer workers or a smaller queue_size"
         )
 
+
 @dataclass
 class _Plan:
     """Everything decided before the first tile: resolution, tissue tiles, slide statistics, config."""
@@ -387,7 +398,13 @@ class _Plan:
     halo: int
     tiles: list
     config: dict
+    embedders: Embedders = field(default_factory=Embedders)
     overlay_thumb: tuple | None = None  # (thumbnail, downsample) for overlay.png, read with the tissue's
+
+    @property
+    def schema(self):
+        """The tile tables' columns (with the embedding columns of this run)."""
+        return _schema(True, self.embedders.arrow_fields())
 
     @property
     def working_mpp(self) -> float:
@@ -408,7 +425,7 @@ class _Plan:
 
 def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer: StageTimer, *,
           tile: int, halo: int, tissue: bool, workers: int, queue_size: int,
-          overlay: bool = False) -> _Plan:  # fmt: skip
+          embedders: Embedders, overlay: bool = False) -> _Plan:  # fmt: skip
     """Open (working grid), tissue (mask + tile grid), fit (slide-level statistics) and the run config."""
     with timer("open"):
         mpp0 = reader.require_mpp()
@@ -437,8 +454,11 @@ def _plan(path: Path, out_dir: Path, reader: SlideReader, seg: Segmenter, timer:
         "tile": tile,
         "halo": halo,
         "model": seg.state(),
+        **embedders.config(),
     }
-    return _Plan(path, out_dir, reader, seg, grid, mpp0, halo, tiles, config, thumbs[1] if overlay else None)
+    return _Plan(
+        path, out_dir, reader, seg, grid, mpp0, halo, tiles, config, embedders, thumbs[1] if overlay else None
+    )
 
 
 def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
@@ -471,7 +491,12 @@ def _open_run_dir(plan: _Plan, rundir: RunDir, resume: bool, tile: int):
             _atomic_write_bytes(manifest, json.dumps(doc, indent=1).encode())
         tiles_dir.mkdir(exist_ok=True)
         zarr0 = _open_label_array(zpath, plan.grid.shape, tile)
-        done = committed_prefix(tiles_dir, [t.index for t in plan.tiles], _schema(True))
+        done = committed_prefix(
+            tiles_dir,
+            [t.index for t in plan.tiles],
+            plan.schema,
+            metadata_key=TILE_LATENT_KEY if plan.embedders.tile is not None else None,
+        )
         lost = _tiles_on_damaged_chunks(plan, zarr0, done)  # first: deletes undecodable chunks
         lost |= lost_label_tiles(zarr0, tiles_dir, done, plan.grid.scale)
         if lost:  # ids are assigned in tile order: everything from the first lost tile on is recomputed
@@ -543,9 +568,11 @@ class _Run:
             res = p.seg(rgb)
             t1 = time.perf_counter()
             measured = _measure_tile(tl, origin, rgb, res, p.grid.shape, p.grid.scale, p.mpp0, p.working_mpp)
-            del rgb, res
+            del res
             self.timer.add("segment", t1 - t0)
             self.timer.add("measure", time.perf_counter() - t1)
+            p.embedders(measured, rgb, origin, tl, p.working_mpp, self.timer)  # stages embed, tile_embed
+            del rgb
             if not _put(self.q_out, (tl, measured), self.stop):
                 return
 
@@ -562,7 +589,9 @@ class _Run:
             ),
         ):
             ids, label_px, keep = self.labels.commit(nuc.patch, len(nuc))
-            _write_tile_table(self.plan.tiles_dir / f"{tl.index:06d}.parquet", nuc, ids, label_px, keep)
+            _write_tile_table(
+                self.plan.tiles_dir / f"{tl.index:06d}.parquet", nuc, ids, label_px, keep, self.plan.schema
+            )
         self.slots.release()
         self.computed += 1
         self.done += 1
@@ -632,6 +661,7 @@ def _provenance(plan: _Plan) -> dict:
         "weights_sha256": getattr(model, "sha256", None),
         "backend": seg.backend,
         "reader": plan.reader.backend,
+        **plan.embedders.config(),
     }
 
 
@@ -661,7 +691,7 @@ def _finalise(plan: _Plan, timer: StageTimer, outputs, n_nuclei: int) -> dict:
         if "table" in outputs:
             with timer("table"):
                 paths["table"] = _out.write_table(
-                    tiles_dir, order, out_dir / "nuclei.parquet", _schema(True), md
+                    tiles_dir, order, out_dir / "nuclei.parquet", plan.schema, md
                 )
         for name in ("geojson", "geojson.gz"):
             if name in outputs:
@@ -674,7 +704,30 @@ def _finalise(plan: _Plan, timer: StageTimer, outputs, n_nuclei: int) -> dict:
                 _labels.finalise_labels(plan.labels, plan.working_mpp)
         if "h5ad" in outputs:
             with timer("h5ad"):
-                paths["h5ad"] = _out.write_h5ad(tiles_dir, order, out_dir / "nuclei.h5ad", n_nuclei, md)
+                emb = plan.embedders
+                paths["h5ad"] = _out.write_h5ad(
+                    tiles_dir,
+                    order,
+                    out_dir / "nuclei.h5ad",
+                    n_nuclei,
+                    md,
+                    embedding_dim=emb.dim if emb.nucleus is not None else 0,
+                    n_subtypes=emb.subtypes.k if emb.subtypes is not None else 0,
+                )
+        if plan.embedders.tile is not None:
+            with timer("tile_table"):
+                paths.update(
+                    _out.write_tile_embeddings(
+                        tiles_dir,
+                        plan.tiles,
+                        out_dir,
+                        scale=plan.grid.scale,
+                        mpp0=plan.mpp0,
+                        model=plan.embedders.tile.name,
+                        metadata=md,
+                        h5ad="h5ad" in outputs,
+                    )
+                )
         if "overlay" in outputs:
             with timer("overlay"):
                 paths["overlay"] = _out.write_overlay(
@@ -736,6 +789,9 @@ def segment_slide(
     progress=None,
     tissue: bool = True,
     segmenter_kwargs: dict | None = None,
+    embed=False,
+    subtypes=None,
+    tile_embed=False,
 ) -> SlideResult:
     """Segment every nucleus of a whole-slide image.
 
@@ -766,7 +822,8 @@ def segment_slide(
     resume : bool
         Continue a previous run in ``out_dir`` (skip its committed tiles). ``False`` starts afresh.
     workers : int
-        Segmentation threads.
+        Segmentation threads; each runs the network with ``torch.get_num_threads() // workers`` intra-op
+        threads (torch and onnxruntime) during the call, so the workers do not oversubscribe the cores.
     queue_size : int
         Capacity of each inter-stage queue (bounds memory: about ``(2 queue_size + workers)`` tiles).
     reader_backend : {"auto", "cucim", "openslide", "tifffile"}
@@ -779,6 +836,18 @@ def segment_slide(
         Process only tiles over detected tissue (default); ``False`` processes the whole grid.
     segmenter_kwargs : dict, optional
         Passed to the segmenter factory when ``model`` is a name.
+    embed : bool or str
+        Add a Nuc2Vec embedding to every nucleus (``True`` = the shipped ``"nuc2vec"``, or a
+        nucleus-embedding model name / file), computed on the tile in the same pass (stage ``embed``):
+        column ``nuc2vec`` of the table, ``obsm["X_nuc2vec"]`` of ``nuclei.h5ad``
+        (:mod:`nucfast.slide._embedding`).
+    subtypes : str or Path, optional
+        A reference written by ``nucfast subtypes fit`` (needs ``embed``): every nucleus gets the majority
+        subtype of its nearest reference vectors: column ``subtype``, the GeoJSON ``classification``
+        (coloured as in the subtype galleries) and a categorical ``obs["subtype"]``.
+    tile_embed : bool or str
+        One PathologyGAN encoder latent per tissue tile (``True`` = ``"pathgan_encoder"``; stage
+        ``tile_embed``): ``tiles.parquet`` and ``tiles.h5ad`` (``obsm["X_pathgan"]``).
 
     Returns
     -------
@@ -795,6 +864,48 @@ def segment_slide(
     ValueError
         ``out_dir`` holds a run with a different configuration and ``resume=True``.
     """
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+        with _worker_threads(workers):
+            return _segment_slide(**locals())
+    return _segment_slide(**locals())  # the argument checks there raise the error
+
+
+@contextmanager
+def _worker_threads(workers: int):
+    """Intra-op threads per worker (torch, and onnxruntime sessions created meanwhile, which default to
+    torch's count): ``torch.get_num_threads() // workers``, at least 1, so ``workers`` segmentation
+    threads do not oversubscribe the cores; restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(max(1, n // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _segment_slide(
+    path,
+    out_dir=None,
+    *,
+    model="usenet",
+    backend: str = "auto",
+    tile: int = 1024,
+    halo: int | None = None,
+    mpp: float | None = None,
+    resume: bool = True,
+    workers: int = 1,
+    queue_size: int = 2,
+    reader_backend: str = "auto",
+    outputs=_DEFAULT_OUTPUTS,
+    progress=None,
+    tissue: bool = True,
+    segmenter_kwargs: dict | None = None,
+    embed=False,
+    subtypes=None,
+    tile_embed=False,
+) -> SlideResult:
     import torch
 
     t_start = time.perf_counter()
@@ -812,6 +923,8 @@ def segment_slide(
         raise ValueError(f"unknown outputs {sorted(bad)}; valid: {', '.join(OUTPUTS)}")
     path = Path(path)
     seg = get_segmenter(model, backend=backend, **(segmenter_kwargs or {}))
+    on_gpu = any(k in seg.backend for k in ("cuda", "tensorrt"))
+    embedders = Embedders.resolve(embed, subtypes, tile_embed, device="cuda" if on_gpu else None)
     halo = int(seg.halo if halo is None else halo)
     if halo < 0:
         raise ValueError(f"halo must be >= 0, got {halo}")
@@ -823,7 +936,8 @@ def segment_slide(
     try:
         rundir = RunDir(out_dir).open()  # owned and locked for the whole run
         kw = dict(tile=int(tile), halo=halo, tissue=tissue, workers=int(workers), queue_size=int(queue_size))
-        plan = _plan(path, out_dir, reader, seg, timer, overlay="overlay" in outputs, **kw)
+        kw.update(embedders=embedders, overlay="overlay" in outputs)
+        plan = _plan(path, out_dir, reader, seg, timer, **kw)
         zarr0, done = _open_run_dir(plan, rundir, resume, int(tile))
         todo = [t for t in plan.tiles if t.index not in done]
         committed = sum(done.values())

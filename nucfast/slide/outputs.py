@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._embedding import subtype_class, tile_latent
 from ._nuclei import COLUMNS
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "write_h5ad",
     "write_overlay",
     "write_overlay_regions",
+    "write_tile_embeddings",
     "MEASUREMENTS",
     "geo_metadata",
 ]
@@ -133,6 +135,7 @@ def write_table(tiles_dir: Path, order, path: Path, schema, metadata: dict) -> P
 
 
 _TRAILING_ZERO = re.compile(r"\.0(?=[,\]])")
+_NUCLEUS_CLASS = {"name": "Nucleus", "color": [32, 32, 200]}
 
 
 def write_geojson(tiles_dir: Path, order, path: Path, fingerprint: str) -> Path:
@@ -161,10 +164,11 @@ def write_geojson(tiles_dir: Path, order, path: Path, fingerprint: str) -> Path:
             ids = t.column("id").to_pylist()
             meas = {name: t.column(c).to_numpy() for name, c in MEASUREMENTS.items()}
             sub = t.column("subtype").to_pylist() if "subtype" in names else None
+            classes = {k: subtype_class(k) for k in set(sub)} if sub is not None else None
             tile = int(t.column("tile")[0].as_py())
             for k, nid in enumerate(ids):
                 m = {name: (float(v[k]) if np.isfinite(v[k]) else None) for name, v in meas.items()}
-                cls = {"name": "Nucleus", "color": [32, 32, 200]} if sub is None else {"name": str(sub[k])}
+                cls = _NUCLEUS_CLASS if sub is None else classes[sub[k]]
                 props = {
                     "objectType": "detection",
                     "classification": cls,
@@ -227,23 +231,36 @@ def _h5_json_dict(group, d: dict) -> None:
                 _h5_attrs(ds, "array", "0.2.0")
 
 
-def write_h5ad(tiles_dir: Path, order, path: Path, n: int, metadata: dict) -> Path:
-    """``nuclei.h5ad`` (see the module docstring), columns appended tile by tile."""
+def _h5_categorical(group, name: str, codes, categories) -> None:
+    import h5py
+
+    g = group.create_group(name)
+    _h5_attrs(g, "categorical", "0.2.0", ordered=False)
+    _h5_attrs(g.create_dataset("codes", data=codes), "array", "0.2.0")
+    cats = g.create_dataset("categories", data=np.array(categories, object), dtype=h5py.string_dtype())
+    _h5_attrs(cats, "string-array", "0.2.0")
+
+
+def write_h5ad(tiles_dir: Path, order, path: Path, n: int, metadata: dict, *, embedding_dim: int = 0,
+               n_subtypes: int = 0) -> Path:  # fmt: skip
+    """``nuclei.h5ad`` (see the module docstring), columns appended tile by tile; with ``embedding_dim``
+    the tile tables' ``nuc2vec`` column goes to ``obsm["X_nuc2vec"]``, with ``n_subtypes`` their
+    ``subtype`` column to a categorical ``obs["subtype"]`` (categories ``"Subtype 0"``, ...)."""
     import h5py
     import pyarrow.parquet as pq
 
-    names = [c for c, *_ in COLUMNS]
+    names = [c for c, *_ in COLUMNS] + ["nuc2vec"] * bool(embedding_dim) + ["subtype"] * bool(n_subtypes)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
         _h5_attrs(f, "anndata", "0.1.0")
         obs = f.create_group("obs")
-        cols = [c for c in names if c != "id"] + ["instance_id"]
+        cols = [c for c, *_ in COLUMNS if c != "id"] + ["instance_id"]
         _h5_attrs(
             obs,
             "dataframe",
             "0.2.0",
             _index="_index",
-            **{"column-order": np.array(cols + ["region"], object)},
+            **{"column-order": np.array(cols + ["region"] + (["subtype"] if n_subtypes else []), object)},
         )
         sdt = h5py.string_dtype()
         index = obs.create_dataset("_index", shape=(n,), dtype=sdt)
@@ -256,15 +273,20 @@ def write_h5ad(tiles_dir: Path, order, path: Path, n: int, metadata: dict) -> Pa
             _h5_attrs(dsets[c], "array", "0.2.0")
         dsets["instance_id"] = obs.create_dataset("instance_id", shape=(n,), dtype=np.int64)
         _h5_attrs(dsets["instance_id"], "array", "0.2.0")
-        region = obs.create_group("region")  # categorical with one category: the label image's name
-        _h5_attrs(region, "categorical", "0.2.0", ordered=False)
-        region.create_dataset("codes", data=np.zeros(n, np.int8))
-        cats = region.create_dataset("categories", data=np.array(["nuclei"], object), dtype=sdt)
-        _h5_attrs(cats, "string-array", "0.2.0")
+        # categorical with one category: the label image's name
+        _h5_categorical(obs, "region", np.zeros(n, np.int8), ["nuclei"])
+        if n_subtypes:
+            cats = [f"Subtype {k}" for k in range(n_subtypes)]
+            _h5_categorical(obs, "subtype", np.zeros(n, np.int16), cats)
+            sub_codes = obs["subtype"]["codes"]
         obsm = f.create_group("obsm")
         _h5_attrs(obsm, "dict", "0.1.0")
         spatial = obsm.create_dataset("spatial", shape=(n, 2), dtype=np.float64)
         _h5_attrs(spatial, "array", "0.2.0")
+        if embedding_dim:
+            emb = obsm.create_dataset("X_nuc2vec", shape=(n, embedding_dim), dtype=np.float32,
+                                      chunks=(min(max(n, 1), 4096), embedding_dim))  # fmt: skip
+            _h5_attrs(emb, "array", "0.2.0")
         k = 0
         for i in order:
             t = pq.read_table(_tile_file(tiles_dir, i), columns=names)
@@ -277,6 +299,10 @@ def write_h5ad(tiles_dir: Path, order, path: Path, n: int, metadata: dict) -> Pa
                 dsets[c][k : k + m] = ids if c == "instance_id" else t.column(c).to_numpy()
             spatial[k : k + m, 0] = t.column("centroid_col_um").to_numpy()
             spatial[k : k + m, 1] = t.column("centroid_row_um").to_numpy()
+            if embedding_dim:
+                emb[k : k + m] = t.column("nuc2vec").combine_chunks().flatten().to_numpy().reshape(m, -1)
+            if n_subtypes:
+                sub_codes[k : k + m] = t.column("subtype").to_numpy()
             k += m
         if k != n:
             raise RuntimeError(f"{path}: expected {n} nuclei in the tile tables, found {k}")
@@ -298,6 +324,35 @@ def write_h5ad(tiles_dir: Path, order, path: Path, n: int, metadata: dict) -> Pa
                 },
             },
         )
+    _replace(tmp, path)
+    return path
+
+
+def write_anndata(path: Path, index, obs: dict, obsm: dict, metadata: dict) -> Path:
+    """A small AnnData ``.h5ad`` held in memory: ``obs`` columns (numpy arrays), ``obsm`` arrays, no ``X``
+    and no ``var``; ``uns["nucfast"]["json"]`` = the metadata."""
+    import h5py
+
+    tmp = path.with_name(path.name + ".tmp")
+    sdt = h5py.string_dtype()
+    with h5py.File(tmp, "w") as f:
+        _h5_attrs(f, "anndata", "0.1.0")
+        g = f.create_group("obs")
+        _h5_attrs(g, "dataframe", "0.2.0", _index="_index", **{"column-order": np.array(list(obs), object)})
+        ds = g.create_dataset("_index", data=np.array(list(index), object), dtype=sdt)
+        _h5_attrs(ds, "string-array", "0.2.0")
+        for k, v in obs.items():
+            _h5_attrs(g.create_dataset(k, data=np.asarray(v)), "array", "0.2.0")
+        g = f.create_group("obsm")
+        _h5_attrs(g, "dict", "0.1.0")
+        for k, v in obsm.items():
+            _h5_attrs(g.create_dataset(k, data=np.asarray(v)), "array", "0.2.0")
+        var = f.create_group("var")
+        _h5_attrs(var, "dataframe", "0.2.0", _index="_index", **{"column-order": np.array([], object)})
+        _h5_attrs(var.create_dataset("_index", shape=(0,), dtype=sdt), "string-array", "0.2.0")
+        for k in ("obsp", "varm", "varp", "layers"):
+            _h5_attrs(f.create_group(k), "dict", "0.1.0")
+        _h5_json_dict(f.create_group("uns"), {"nucfast": {"json": json.dumps(metadata)}})
     _replace(tmp, path)
     return path
 
@@ -400,3 +455,68 @@ def write_overlay_regions(reader, tiles_dir: Path, order, out_dir: Path, regions
         _encode_png(img, out_dir / f"region_{r}_{c}.png")
         for img, (r, c, _, _) in zip(imgs, regions, strict=True)
     ]
+
+
+def write_tile_embeddings(
+    tiles_dir: Path,
+    tiles,
+    out_dir: Path,
+    *,
+    scale: float,
+    mpp0: float,
+    model: str,
+    metadata: dict,
+    h5ad: bool,
+) -> dict:
+    """``tiles.parquet`` (one row per tissue tile: index, level-0 box, centre in um, nucleus count, latent)
+    and ``tiles.h5ad`` (AnnData: ``obs`` = those columns, ``obsm["X_pathgan"]``, ``obsm["spatial"]``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ("tile", "row0", "col0", "row1", "col1", "centre_row_um", "centre_col_um", "n_nuclei")
+    rows = {k: [] for k in names}
+    lat = []
+    for t in sorted(tiles, key=lambda t: t.index):
+        pf = pq.ParquetFile(tiles_dir / f"{t.index:06d}.parquet")
+        v = tile_latent(pf.schema_arrow.metadata)
+        if v is None:
+            raise RuntimeError(f"tile table {t.index:06d}.parquet has no tile latent (run with tile_embed)")
+        r0, c0 = t.row * scale, t.col * scale
+        r1, c1 = (t.row + t.height) * scale, (t.col + t.width) * scale
+        vals = (t.index, r0, c0, r1, c1, (r0 + r1) / 2 * mpp0, (c0 + c1) / 2 * mpp0, pf.metadata.num_rows)
+        for k, x in zip(names, vals, strict=True):
+            rows[k].append(x)
+        lat.append(v)
+    d = lat[0].shape[0] if lat else 0
+    X = np.stack(lat).astype(np.float32) if lat else np.zeros((0, d), np.float32)
+    types = {"tile": np.int32, "n_nuclei": np.int64}
+    cols = {k: np.asarray(v, types.get(k, np.float64)) for k, v in rows.items()}
+    for k in ("row0", "col0", "row1", "col1"):
+        cols[k] = np.round(cols[k]).astype(np.int64)
+    md = {
+        **metadata,
+        "tile_model": model,
+        "latent_dim": d,
+        "coordinates": "row0/col0/row1/col1: level-0 pixels of the tile core (exclusive end)",
+    }
+    arrays = [pa.array(v) for v in cols.values()]
+    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), d))
+    table = pa.Table.from_arrays(arrays, names=[*cols, "pathgan"]).replace_schema_metadata(
+        {b"nucfast": json.dumps(md).encode()}
+    )
+    paths = {}
+    p = out_dir / "tiles.parquet"
+    tmp = p.with_name(p.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    _replace(tmp, p)
+    paths["tile_table"] = p
+    if h5ad:
+        spatial = np.stack([cols["centre_col_um"], cols["centre_row_um"]], 1)
+        paths["tile_h5ad"] = write_anndata(
+            out_dir / "tiles.h5ad",
+            [str(i) for i in cols["tile"]],
+            cols,
+            {"X_pathgan": X, "spatial": spatial},
+            md,
+        )
+    return paths

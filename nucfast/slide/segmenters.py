@@ -34,7 +34,9 @@ import torch
 
 from .. import models
 from ..engines import BackendUnavailableError, cached_onnx, select_backend
+from ..engines._quantize import int8_backend
 from ..postprocess import attention_instances
+from ..postprocess._pipelines import USENET_MARKER_THRESHOLD, USENET_MASK_THRESHOLD, usenet_watershed_device
 
 __all__ = [
     "Segmenter",
@@ -79,6 +81,17 @@ def _mean_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarra
     cnt = np.bincount(labels.ravel(), minlength=n + 1)
     tot = np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=n + 1)
     return (tot / np.maximum(cnt, 1)).astype(np.float32)
+
+
+def _labels_and_scores(labels: torch.Tensor, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mean_per_label` on the labels' device, then the label tile (int32) and the scores to the host:
+    the device path's only transfer back (the probabilities stay on the device)."""
+    lab = labels.reshape(-1).to(torch.int64)
+    n = int(lab.max()) if lab.numel() else 0
+    cnt = torch.bincount(lab, minlength=n + 1)
+    tot = torch.bincount(lab, weights=values.reshape(-1).to(torch.float64), minlength=n + 1)
+    scores = (tot / cnt.clamp_min(1)).to(torch.float32)
+    return np.ascontiguousarray(labels.to(torch.int32).cpu().numpy()), scores.cpu().numpy()
 
 
 def attention_postprocess(binary: np.ndarray) -> np.ndarray:
@@ -218,6 +231,13 @@ class ModelSegmenter:
         The model's post-processing with the nucfast kernels (default) or the scipy / scikit-image
         reference of the same steps (benchmarks; identical nuclei).
 
+    device_resident : bool
+        The tile stays on the engine's device from normalisation to the label tile (default): uploaded
+        through pinned memory on a GPU, normalised, inferred and post-processed there by the nucfast kernels
+        (which take tensors), and only the label tile and the per-nucleus scores come back. ``False``: the
+        host pipeline of before (probabilities copied to numpy and post-processed there). On the CPU both
+        give identical nuclei (tests/test_slide_models.py); the CUDA path has never run (no GPU here).
+
     Scores: the mean mask probability over each nucleus.
     """
 
@@ -231,12 +251,14 @@ class ModelSegmenter:
         tta: bool = False,
         threads: int | None = None,
         postprocess: str = "nucfast",
+        device_resident: bool = True,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if postprocess not in ("nucfast", "reference"):
             raise ValueError(f"postprocess must be 'nucfast' or 'reference', got {postprocess!r}")
         self.postprocess = postprocess
+        self.device_resident = bool(device_resident)
         self.model = models.load(model)
         if self.model.task != "segmentation" or self.model.net is None:
             raise ValueError(f"model {self.model.name!r} is not a segmentation network")
@@ -254,10 +276,13 @@ class ModelSegmenter:
             if backend == "cuda" and device != "cuda":
                 raise BackendUnavailableError("backend='cuda' requested but no CUDA device is available")
             bf16 = device == "cpu" and self.model.bf16  # torch bf16 on the CPU: no ONNX export needed
-            onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
-            self.engine = select_backend(
-                "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads, cpu_bf16=bf16
-            )
+            if device == "cpu" and self.model.int8:  # NUCFAST_CPU_PRECISION=int8: the shipped QDQ graph
+                self.engine = int8_backend(self.model, threads=threads)
+            else:
+                onnx = None if bf16 else cached_onnx(self.model.net, se_gates=self._se)
+                self.engine = select_backend(
+                    "auto", self.model.net, device=device, onnx=onnx, intra_op_threads=threads, cpu_bf16=bf16
+                )
         else:
             onnx = cached_onnx(self.model.net, se_gates=self._se) if backend != "torch" else None
             self.engine = select_backend(backend, self.model.net, onnx=onnx, intra_op_threads=threads)
@@ -300,6 +325,17 @@ class ModelSegmenter:
         tta = models.dihedral_average(lambda z: self.engine(z[None], **inputs)[0], x)
         return tta[:, :h, :w].to(torch.float32)
 
+    def _postprocess_on_device(self, probs: torch.Tensor) -> torch.Tensor:
+        """The model's post-processing on the probabilities' device: on a GPU, USE-Net's watershed method
+        without host synchronisation in Python (``usenet_watershed_device``, identical labels); otherwise
+        the model's own (the fast CPU ops)."""
+        cfg = self.model.meta.get("postprocess") or {}
+        if probs.device.type == "cuda" and self.model.kind == "usenet" and cfg.get("method") == "watershed":
+            tm = cfg.get("mask_threshold", USENET_MASK_THRESHOLD)
+            tk = cfg.get("marker_threshold", USENET_MARKER_THRESHOLD)
+            return usenet_watershed_device(probs[0], probs[1], tm, tk)
+        return self.model.postprocess(probs)
+
     def __call__(self, rgb) -> TileSegmentation:
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
@@ -307,22 +343,32 @@ class ModelSegmenter:
         t0 = time.perf_counter()
         if self.context is None:
             raise RuntimeError("ModelSegmenter: call fit(samples) before segmenting (slide-level statistics)")
-        x = self.context.normalize_u8(torch.from_numpy(np.require(rgb, requirements=["C"])))  # fused op
+        t = torch.from_numpy(np.require(rgb, requirements=["C"]))
+        dev = self.engine.device
+        if self.device_resident and dev.type == "cuda":  # pinned host memory -> the engine's device
+            t = t.pin_memory().to(dev, non_blocking=True)
+        x = self.context.normalize_u8(t)  # the fused op (CPU or CUDA kernel, where the tile is)
         t1 = time.perf_counter()
-        probs = self._infer(x).float().cpu().numpy()
+        probs = self._infer(x).float()
         t2 = time.perf_counter()
-        pp = None
-        if self.postprocess == "reference":
-            ref = _reference()
-            cfg = self.model.meta.get("postprocess") or {}
-            pp = (
-                (lambda pm, pk: ref.usenet_instances_reference(pm, pk, **cfg))
-                if self.model.kind == "usenet"
-                else ref.attention_instances_reference
-            )
-        labels = np.ascontiguousarray(self.model.postprocess(probs, pp), dtype=np.int32)
-        n = int(labels.max()) if labels.size else 0
-        scores = _mean_per_label(labels, probs[0], n)
+        if self.device_resident and self.postprocess == "nucfast":
+            # post-processing on the probabilities' device (the nucfast kernels take tensors); only the label
+            # tile and the per-nucleus scores come back to the host
+            labels, scores = _labels_and_scores(self._postprocess_on_device(probs), probs[0])
+        else:  # the host pipeline: probabilities copied to numpy, post-processed there
+            probs = probs.cpu().numpy()
+            pp = None
+            if self.postprocess == "reference":
+                ref = _reference()
+                cfg = self.model.meta.get("postprocess") or {}
+                pp = (
+                    (lambda pm, pk: ref.usenet_instances_reference(pm, pk, **cfg))
+                    if self.model.kind == "usenet"
+                    else ref.attention_instances_reference
+                )
+            labels = np.ascontiguousarray(self.model.postprocess(probs, pp), dtype=np.int32)
+            n = int(labels.max()) if labels.size else 0
+            scores = _mean_per_label(labels, probs[0], n)
         t3 = time.perf_counter()
         with self._lock:
             self.timing["normalize"] += t1 - t0

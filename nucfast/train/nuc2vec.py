@@ -42,7 +42,7 @@ from torch import nn
 from ..models import save_weights
 from ..models.nuc2vec import IMAGENET_MEAN, Nuc2Vec, build_nuc2vec, extract_patches, nucleus_centroids
 from ._loop import Run, RunConfig, add_config_arguments, config_from_args
-from .data import read_labels, read_rgb
+from .data import list_names, read_labels, read_rgb
 
 __all__ = [
     "Nuc2VecConfig",
@@ -76,6 +76,9 @@ class Nuc2VecConfig(RunConfig):
     n_val: int = 6
     max_val_nuclei: int = 2000
     hue: float = 0.5  # colour-jitter hue range (the paper's 0.5; an ablation knob)
+    # more training images (NAME.png + NAME_inst.tif, all used for training), e.g. the nuclei nucfast finds
+    # on the slides: scripts/slide_nuclei.py
+    extra_data: str = ""
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -104,11 +107,11 @@ class NucleusSet:
             raise ValueError("the label images contain no nuclei")
 
     @classmethod
-    def from_dir(cls, data_dir, names: list[str], **kw) -> NucleusSet:
-        d = Path(data_dir)
-        return cls(
-            [read_rgb(d / f"{n}.png") for n in names], [read_labels(d / f"{n}_inst.tif") for n in names], **kw
-        )
+    def from_dir(cls, data_dir, names: list[str], *, more=("", ()), **kw) -> NucleusSet:
+        """The images ``names`` of ``data_dir`` (+ ``more`` = (another dir, its names))."""
+        pairs = [(Path(data_dir), n) for n in names] + [(Path(more[0]), n) for n in more[1]]
+        rgbs = [read_rgb(d / f"{n}.png") for d, n in pairs]
+        return cls(rgbs, [read_labels(d / f"{n}_inst.tif") for d, n in pairs], **kw)
 
     def __len__(self) -> int:
         return int(self.image_of.numel())
@@ -386,7 +389,8 @@ def train_nuc2vec(
     else:
         run.log({"event": "start", "config": asdict(cfg), "params": sum(p.numel() for p in net.parameters())})
     window = net.window
-    train = NucleusSet.from_dir(cfg.data, cfg.train_names, window=window)
+    extra = list_names(cfg.extra_data) if cfg.extra_data else []  # raises for a folder without pairs
+    train = NucleusSet.from_dir(cfg.data, cfg.train_names, window=window, more=(cfg.extra_data, extra))
     val = NucleusSet.from_dir(cfg.data, cfg.val_names, window=window) if cfg.val_names else None
     views = validation_views(val, seed=cfg.seed + 1, max_nuclei=cfg.max_val_nuclei) if val else None
     if step == 0:
