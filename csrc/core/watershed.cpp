@@ -439,17 +439,39 @@ void flood(const Padded& P, const double* image, const L* markers, const uint8_t
   init_state(S, image, markers, mask, R, mk, mk_run);
   if (mk.empty()) return;
   R.join(H, P.Wp, P.nn == 8);
-  double fk;
-  if (!flood_components(S, group_components(S, R, mk, mk_run, starts), starts, &fk)) return;
+  double fk = -std::numeric_limits<double>::infinity();
+  // Few marker pixels (peak markers): the largest value shared by markers of different labels in one
+  // component bounds every key a contest can be flagged at. When the replica up to it is cheap (few
+  // pixels of the components lie at or below it), replay first and flood once, instead of flooding,
+  // flagging and flooding again (-EDT energies: 5-10 % of the pixels below, half of the images flag).
+  int first_attempt = 0;
+  if (static_cast<int64_t>(mk.size()) <= 4096 + H * W / 256) {
+    const double kt = max_relevant_tie(R, S, mk, mk_run);
+    if (kt > fk) {
+      int64_t below = 0, total = 0;
+      for (size_t i = 0; i < R.pos.size(); ++i) {
+        const double* v = S.val + R.pos[i];
+        for (int32_t t = 0; t < R.len[i]; ++t) below += v[t] <= kt;
+        total += R.len[i];
+      }
+      if (below * 4 <= total) {
+        first_attempt = 1;
+        fk = kt;
+      }
+    }
+  }
+  if (first_attempt == 0 && !flood_components(S, group_components(S, R, mk, mk_run, starts), starts, &fk)) return;
   // Retry with the flagged key; if a larger one is flagged then, go straight to the largest key of any
   // equal-valued markers of different labels in one component (no contest can be flagged above it).
-  for (int attempt = 0;; ++attempt) {
-    // (attempt 2 cannot happen; if it did, the replica runs to the end, which is exact by itself)
+  for (int attempt = first_attempt;; ++attempt) {
+    // (a flag after attempt 1 cannot happen; if it did, the replica runs to the end, exact by itself)
     S.K = attempt == 0   ? fk
           : attempt == 1 ? std::max(fk, max_relevant_tie(R, S, mk, mk_run))
                          : std::numeric_limits<double>::infinity();
-    init_state(S, image, markers, mask, R, mk, mk_run);
-    R.join(H, P.Wp, P.nn == 8);
+    if (attempt != 1 || first_attempt != 1) {  // (a first replica starts from the fresh state)
+      init_state(S, image, markers, mask, R, mk, mk_run);
+      R.join(H, P.Wp, P.nn == 8);
+    }
     std::vector<I> left = replica_until<L, I, XItem>(S, mk, S.K);
     if (left.empty()) return;
     std::sort(left.begin(), left.end(), [&S](I a, I b) {
